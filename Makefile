@@ -1,0 +1,47 @@
+# The two set-up commands of the README are `make run` and `make test`; both install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch is pinned to the CPU wheel that lies on this disk; GPU machines install their CUDA build first.
+TORCH ?= torch==2.13.0
+
+.PHONY: run demo test test-fast lint typecheck bench browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[worker,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: service + one local worker + MLflow UI on the embedded default (SQLite under var/).
+run: $(STAMP)
+	$(BIN)/registry db upgrade
+	$(BIN)/python -m registry.devstack
+
+demo: $(STAMP)
+	$(BIN)/registry demo
+
+## Browser tests need Debian's chromium (Playwright drives it; it cannot download its own).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+## The whole test suite, on SQLite and PostgreSQL.
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check registry worker tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf var test-output .pytest_cache

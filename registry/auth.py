@@ -1,0 +1,67 @@
+"""API tokens (only a sha256 stored), roles, and the decorator the views use."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.db import utcnow
+from registry.errors import BadRequest, Forbidden, Unauthorized
+from registry.models import ROLES, Token
+
+#: What each role may do, by capability.
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "admin": frozenset({"read", "write", "work", "admin"}),
+    "submitter": frozenset({"read", "write"}),
+    "viewer": frozenset({"read"}),
+    "worker": frozenset({"work"}),
+}
+TOKEN_PREFIX = "cr_"
+
+
+def hash_token(secret: str) -> str:
+    """The sha256 hex digest that is stored in place of the token."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def create_token(session: Session, name: str, role: str) -> str:
+    """Store a new token for ``role`` and return its secret (shown once, never stored)."""
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}; got {role!r}", field="role")
+    if not name or len(name) > 200:
+        raise BadRequest("name must be 1-200 characters", field="name")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(Token(name=name, role=role, token_hash=hash_token(secret)))
+    session.flush()
+    return secret
+
+
+def authenticate(session: Session, secret: str | None) -> Token:
+    """The live token for ``secret``; 401 when missing, unknown or revoked."""
+    if not secret:
+        raise Unauthorized("send Authorization: Bearer <token>")
+    token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret)))
+    if token is None or token.revoked_at is not None:
+        raise Unauthorized("the token is unknown or revoked")
+    now = utcnow()
+    # Throttled so that reads do not all become writes.
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        token.last_used_at = now
+    return token
+
+
+def check_capability(token: Token, capability: str) -> None:
+    """403 unless ``token``'s role grants ``capability``."""
+    if capability not in CAPABILITIES.get(token.role, frozenset()):
+        raise Forbidden(f"role {token.role!r} may not {capability}")
+
+
+def bearer(header: str | None) -> str | None:
+    """The token in an ``Authorization: Bearer`` header, if any."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None

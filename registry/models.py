@@ -1,0 +1,151 @@
+"""ORM tables only. The schema itself is made by the Alembic migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from registry.db import Base, JSONType, UTCDateTime, utcnow
+
+IntPK = Annotated[int, mapped_column(Integer, primary_key=True, autoincrement=True)]
+Created = Annotated[dt.datetime, mapped_column(UTCDateTime(), default=utcnow, nullable=False)]
+Timestamp = Annotated[dt.datetime | None, mapped_column(UTCDateTime(), nullable=True)]
+Name = Annotated[str, mapped_column(String(200), nullable=False)]
+Json = Annotated[dict[str, Any] | None, mapped_column(JSONType, nullable=True)]
+
+ROLES = ("admin", "submitter", "viewer", "worker")
+RUN_KINDS = ("train", "evaluate")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class Config(Base):
+    """A named line of config versions."""
+
+    __tablename__ = "configs"
+
+    id: Mapped[IntPK]
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[Created]
+
+    versions: Mapped[list[ConfigVersion]] = relationship(
+        back_populates="config", order_by="ConfigVersion.version"
+    )
+
+
+class ConfigVersion(Base):
+    """One immutable, normalised config document, identified by its hash."""
+
+    __tablename__ = "config_versions"
+    __table_args__ = (UniqueConstraint("config_id", "version"),)
+
+    id: Mapped[IntPK]
+    config_id: Mapped[int] = mapped_column(
+        ForeignKey("configs.id", ondelete="CASCADE"), nullable=False
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    warnings: Mapped[list[dict[str, str]] | None] = mapped_column(JSONType, nullable=True)
+    parent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[Created]
+
+    config: Mapped[Config] = relationship(back_populates="versions")
+
+
+class Token(Base):
+    """An API token; only the sha256 of the secret is stored."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[IntPK]
+    name: Mapped[Name]
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[Created]
+    last_used_at: Mapped[Timestamp]
+    revoked_at: Mapped[Timestamp]
+
+
+class Run(Base):
+    """A queued, running or finished training or evaluation of one config version."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        # The claim query's index: only queued rows, best priority then oldest.
+        Index(
+            "ix_runs_claimable",
+            "queue",
+            text("priority DESC"),
+            "id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+            info={"expression_index": True},
+        ),
+        Index(
+            "ix_runs_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+        Index("ix_runs_status", "status"),
+        Index("ix_runs_config_version_id", "config_version_id"),
+    )
+
+    id: Mapped[IntPK]
+    config_version_id: Mapped[int] = mapped_column(
+        ForeignKey("config_versions.id", ondelete="RESTRICT"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued")
+    queue: Mapped[str] = mapped_column(String(100), nullable=False, default="default")
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    lease_expires_at: Mapped[Timestamp]
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    metrics: Mapped[Json]
+    provenance: Mapped[Json]
+    error: Mapped[Json]
+    progress: Mapped[Json]
+    reproduces: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    from_run: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[Created]
+    started_at: Mapped[Timestamp]
+    finished_at: Mapped[Timestamp]
+
+    version: Mapped[ConfigVersion] = relationship()
+
+
+class Worker(Base):
+    """A worker daemon as it last announced itself."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    devices: Mapped[Json]
+    queues: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    started_at: Mapped[Created]
+    last_heartbeat_at: Mapped[Timestamp]
+    current_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), nullable=True
+    )

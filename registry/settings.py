@@ -1,0 +1,58 @@
+"""Settings: the only reader of ``os.environ`` in the project."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///var/registry.db"
+DEFAULT_SERVER_URL = "http://127.0.0.1:5000"
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``.env``-style file (KEY=VALUE lines, ``#`` comments) if it exists."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about the service, the clients and the worker."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    mlflow_tracking_uri: str = "sqlite:///var/mlflow.db"
+    mlflow_artifact_root: str = "var/mlartifacts"
+    secret_key: str = "dev-insecure-change-me"
+    lease_seconds: int = 60
+    server_url: str = DEFAULT_SERVER_URL
+    token: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Build settings from the environment, a ``.env`` file adding to it."""
+        env: dict[str, str] = {}
+        if env_file is not None:
+            env.update(_read_env_file(Path(env_file)))
+        env.update(os.environ if environ is None else environ)
+        return cls(
+            database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", cls.mlflow_tracking_uri),
+            mlflow_artifact_root=env.get("MLFLOW_ARTIFACT_ROOT", cls.mlflow_artifact_root),
+            secret_key=env.get("REGISTRY_SECRET_KEY", cls.secret_key),
+            lease_seconds=int(env.get("REGISTRY_LEASE_SECONDS", "60")),
+            server_url=env.get("REGISTRY_URL", DEFAULT_SERVER_URL),
+            token=env.get("REGISTRY_TOKEN") or None,
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed (settings are frozen)."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The registry worker daemon: claims queued runs, trains or evaluates, reports back."""
