@@ -1,0 +1,122 @@
+"""How a normalised document becomes a transformers model: the one definition.
+
+The estimate counts the parameters of exactly this model and the worker builds it, so every
+derived size lives here. transformers is imported only inside :func:`build_config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Special token ids shared by both tokenizers.
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+#: byte: 256 byte values after the three specials (byte b has id b + 3).
+BYTE_VOCAB_SIZE = 256 + 3
+#: bpe: the target size of the byte-level BPE trained on the dataset.
+BPE_VOCAB_SIZE = 4096
+#: Llama's FeedForward rounds 8/3 x model_dim up to a multiple of this.
+FFN_MULTIPLE_OF = 256
+
+# DeepSeek-V2 mixture of experts, sized down for small models (FACTS: num_experts_per_tok
+# must be set or forward fails).
+N_ROUTED_EXPERTS = 4
+NUM_EXPERTS_PER_TOK = 2
+N_SHARED_EXPERTS = 1
+FIRST_K_DENSE_REPLACE = 1
+
+
+def resolve_vocab_size(doc: dict[str, Any]) -> int:
+    """model.vocab_size, or the tokenizer's size when null (byte 259, bpe 4096)."""
+    explicit = doc["model"].get("vocab_size")
+    if explicit is not None:
+        return int(explicit)
+    return BYTE_VOCAB_SIZE if doc["data"]["tokenizer"] == "byte" else BPE_VOCAB_SIZE
+
+
+def resolve_intermediate_size(doc: dict[str, Any]) -> int:
+    """model.intermediate_size, or Llama's rule: int(8/3 x model_dim) rounded up to 256."""
+    explicit = doc["model"].get("intermediate_size")
+    if explicit is not None:
+        return int(explicit)
+    hidden = int(8 * doc["model"]["model_dim"] / 3)
+    return FFN_MULTIPLE_OF * ((hidden + FFN_MULTIPLE_OF - 1) // FFN_MULTIPLE_OF)
+
+
+def model_type(doc: dict[str, Any]) -> str:
+    """The transformers model type: ``deepseek_v2`` or ``llama``."""
+    return str(doc["model"]["architecture"])
+
+
+def mla_dims(doc: dict[str, Any]) -> dict[str, int]:
+    """DeepSeek-V2 multi-head latent attention sizes, derived from head_dim = model_dim / heads.
+
+    Scaled from DeepSeek-V2 itself (head_dim 128: nope 128, rope 64, v 128, kv rank 512):
+    nope = v = head_dim, rope = half of it (even, at least 2), kv_lora_rank = 4 x head_dim.
+    """
+    head_dim = doc["model"]["model_dim"] // doc["model"]["num_attention_heads"]
+    return {
+        "qk_nope_head_dim": head_dim,
+        "qk_rope_head_dim": max(2, head_dim // 4 * 2),
+        "v_head_dim": head_dim,
+        "kv_lora_rank": 4 * head_dim,
+    }
+
+
+def moe_intermediate_size(doc: dict[str, Any]) -> int:
+    """Each expert is a quarter of the dense FFN: 2 routed + 1 shared run 3/4 of its work."""
+    return max(1, resolve_intermediate_size(doc) // 4)
+
+
+def transformers_config_kwargs(doc: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``DeepseekV2Config`` or ``LlamaConfig``."""
+    model = doc["model"]
+    kwargs: dict[str, Any] = {
+        "vocab_size": resolve_vocab_size(doc),
+        "hidden_size": model["model_dim"],
+        "intermediate_size": resolve_intermediate_size(doc),
+        "num_hidden_layers": model["num_hidden_layers"],
+        "num_attention_heads": model["num_attention_heads"],
+        "num_key_value_heads": model["num_attention_heads"],
+        "max_position_embeddings": model["max_position_embeddings"],
+        "pad_token_id": PAD_ID,
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "hidden_act": "silu",
+    }
+    if model_type(doc) == "deepseek_v2":
+        kwargs.update(mla_dims(doc))
+        kwargs.update(
+            q_lora_rank=None,
+            n_routed_experts=N_ROUTED_EXPERTS,
+            num_experts_per_tok=NUM_EXPERTS_PER_TOK,
+            n_shared_experts=N_SHARED_EXPERTS,
+            moe_intermediate_size=moe_intermediate_size(doc),
+            first_k_dense_replace=FIRST_K_DENSE_REPLACE,
+            topk_method="greedy",
+            n_group=None,
+            topk_group=None,
+            norm_topk_prob=False,
+            routed_scaling_factor=1.0,
+        )
+    return kwargs
+
+
+def build_config(doc: dict[str, Any]) -> Any:
+    """The transformers config object for a normalised document (imports transformers)."""
+    import transformers
+
+    cls = {
+        "deepseek_v2": transformers.DeepseekV2Config,
+        "llama": transformers.LlamaConfig,
+    }[model_type(doc)]
+    return cls(**transformers_config_kwargs(doc))
+
+
+def build_model(doc: dict[str, Any]) -> Any:
+    """A freshly initialised causal LM for the document (imports torch and transformers)."""
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_config(build_config(doc))
