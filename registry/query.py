@@ -1,0 +1,455 @@
+"""Compile the filter language (:mod:`registry.query_parse`) to one SQLAlchemy select over runs.
+
+Only bound parameters carry user values; keys are looked up in fixed tables, never spliced.
+Params and metrics are tested with ``IN (SELECT ... FROM version_params|run_metrics WHERE
+key = :k AND num|text|value op :v)``, which the ``(key, num|text|value, id)`` indexes answer
+on SQLite and PostgreSQL.
+
+Logic is two-valued: a comparison on a key a run lacks (or holds as null) is false, and
+``NOT x`` is exactly the runs ``x`` does not match, those lacking the key included.
+Pagination is keyset: the cursor carries the last row's sort values and id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import operator
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from registry.errors import BadRequest
+from registry.models import Config, ConfigVersion, Run, RunMetric, VersionParam
+from registry.query_parse import (
+    COLUMN_KEYS,
+    And,
+    Compare,
+    In,
+    Key,
+    Node,
+    Not,
+    Or,
+    OrderBy,
+    Value,
+    parse,
+    parse_order_by,
+)
+
+MAX_LIMIT = 1000
+_INT64 = 2**63
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+_COLUMNS: dict[str, Any] = {
+    "id": Run.id,
+    "status": Run.status,
+    "config": Config.name,
+    "version": ConfigVersion.version,
+    "config_hash": ConfigVersion.hash,
+    "kind": Run.kind,
+    "queue": Run.queue,
+    "worker": Run.worker_id,
+    "attempt": Run.attempt,
+    "seed": Run.seed,
+    "created_at": Run.created_at,
+    "reproduces": Run.reproduces,
+    "reproduced": Run.reproduced,
+    "identical": Run.identical,
+    "provenance_complete": Run.provenance_complete,
+}
+assert _COLUMNS.keys() == COLUMN_KEYS.keys()
+
+
+class InvalidCursor(BadRequest):
+    """The cursor is not one this query gave out."""
+
+    code = "invalid_cursor"
+
+
+# --- filters ---------------------------------------------------------------------------------
+
+
+def compile_filter(node: Node) -> ColumnElement[bool]:
+    """The WHERE clause of ``node``; never NULL, so NOT is plain negation."""
+    if isinstance(node, And):
+        return sa.and_(*(compile_filter(n) for n in node.items))
+    if isinstance(node, Or):
+        return sa.or_(*(compile_filter(n) for n in node.items))
+    if isinstance(node, Not):
+        return sa.not_(compile_filter(node.item))
+    if isinstance(node, In):
+        matched = _compile_in(node.key, node.values)
+        return sa.not_(matched) if node.negated else matched
+    if node.op == "NOT LIKE":
+        return sa.not_(_compile_compare(node.key, "LIKE", node.value))
+    return _compile_compare(node.key, node.op, node.value)
+
+
+def _compile_compare(key: Key, op: str, value: Value) -> ColumnElement[bool]:
+    if key.kind == "column":
+        return _column_compare(key.name, op, value)
+    if key.kind == "metric":
+        if value is None:
+            present = RunMetric.key == key.name
+            return _metric_in(present) if op == "!=" else sa.not_(_metric_in(present))
+        return _metric_in(
+            sa.and_(RunMetric.key == key.name, _OPS[op](RunMetric.value, _float(value)))
+        )
+    if value is None:
+        present = sa.or_(VersionParam.num.is_not(None), VersionParam.text.is_not(None))
+        return _param_in(key.name, present) if op == "!=" else sa.not_(_param_in(key.name, present))
+    return _param_in(key.name, _param_test(op, value))
+
+
+def _param_test(op: str, value: Value) -> ColumnElement[bool]:
+    if op == "LIKE":
+        return VersionParam.text.ilike(value, escape="\\")
+    if isinstance(value, bool):
+        return _OPS[op](VersionParam.text, "true" if value else "false")
+    if isinstance(value, int | float):
+        return _OPS[op](VersionParam.num, _float(value))
+    return _OPS[op](VersionParam.text, value)
+
+
+def _column_compare(name: str, op: str, value: Value) -> ColumnElement[bool]:
+    col = _COLUMNS[name]
+    kind, nullable = COLUMN_KEYS[name]
+    if value is None:
+        return col.is_(None) if op == "=" else col.is_not(None)
+    if op == "LIKE":
+        test = col.ilike(value, escape="\\")
+    elif kind == "int":
+        test = _OPS[op](col, _int_or_float(value))
+    else:
+        test = _OPS[op](col, value)
+    # FALSE AND NULL is FALSE: a nullable column never makes the clause NULL.
+    return sa.and_(col.is_not(None), test) if nullable else test
+
+
+def _compile_in(key: Key, values: tuple[Value, ...]) -> ColumnElement[bool]:
+    present = [v for v in values if v is not None]
+    parts: list[ColumnElement[bool]] = []
+    if None in values:
+        parts.append(_compile_compare(key, "=", None))
+    if present and key.kind == "column":
+        col = _COLUMNS[key.name]
+        kind, nullable = COLUMN_KEYS[key.name]
+        bound = [_int_or_float(v) for v in present] if kind == "int" else present
+        test = col.in_(bound)
+        parts.append(sa.and_(col.is_not(None), test) if nullable else test)
+    elif present and key.kind == "metric":
+        nums = [_float(v) for v in present]
+        parts.append(_metric_in(sa.and_(RunMetric.key == key.name, RunMetric.value.in_(nums))))
+    elif present:
+        texts = [_text(v) for v in present if isinstance(v, str | bool)]
+        nums = [_float(v) for v in present if not isinstance(v, str | bool)]
+        tests = []
+        if nums:
+            tests.append(VersionParam.num.in_(nums))
+        if texts:
+            tests.append(VersionParam.text.in_(texts))
+        parts.append(_param_in(key.name, sa.or_(*tests)))
+    return sa.or_(*parts)
+
+
+def _param_in(path: str, test: ColumnElement[bool]) -> ColumnElement[bool]:
+    sub = sa.select(VersionParam.version_id).where(VersionParam.key == path, test)
+    return Run.config_version_id.in_(sub)
+
+
+def _metric_in(test: ColumnElement[bool]) -> ColumnElement[bool]:
+    return Run.id.in_(sa.select(RunMetric.run_id).where(test))
+
+
+def _float(value: Value) -> ColumnElement[float]:
+    assert isinstance(value, int | float)
+    return sa.literal(float(value), sa.Float)
+
+
+def _int_or_float(value: Value) -> Any:
+    # An integral value binds as an integer so the integer column's index stays usable.
+    assert isinstance(value, int | float) and not isinstance(value, bool)
+    if float(value).is_integer() and abs(value) < _INT64:
+        return int(value)
+    return sa.literal(float(value), sa.Float)
+
+
+def _text(value: Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    assert isinstance(value, str)
+    return value
+
+
+# --- ordering and the cursor -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sort:
+    """How one select orders: sort expressions, the join bringing them in, the id tie-break."""
+
+    exprs: list[Any]
+    join: Callable[[Any], Any]
+    id_col: Any = None  # None: runs.id (a mapped attribute cannot be a dataclass default)
+    nullable: bool = True
+
+    def __post_init__(self) -> None:
+        if self.id_col is None:
+            object.__setattr__(self, "id_col", Run.id)
+
+
+def _sort(order: OrderBy | None, part: str) -> _Sort:
+    """The sort of ``order``; ``part`` is ``all`` (outer join), ``present`` (inner join, the
+    runs holding a value) or ``lacking`` (the others, by id; null sort values)."""
+    if order is None:
+        return _Sort([], lambda s: s)
+    key = order.key
+    if key.kind == "column":
+        return _Sort([_COLUMNS[key.name]], lambda s: s, nullable=COLUMN_KEYS[key.name][1])
+    if part == "lacking":
+        return _Sort([], lambda s: s.where(_lacking(key)))
+    if key.kind == "metric":
+        rm = aliased(RunMetric)
+        on = sa.and_(rm.run_id == Run.id, rm.key == key.name)
+        if part == "present":
+            # value is NOT NULL and run_id = runs.id: the (key, value, run_id) index is the order.
+            return _Sort([rm.value], lambda s: s.join(rm, on), rm.run_id, nullable=False)
+        return _Sort([rm.value], lambda s: s.outerjoin(rm, on))
+    vp = aliased(VersionParam)
+    on = sa.and_(vp.version_id == Run.config_version_id, vp.key == key.name)
+    if part == "present":
+        on = sa.and_(on, sa.or_(vp.num.is_not(None), vp.text.is_not(None)))
+        return _Sort([vp.num, vp.text], lambda s: s.join(vp, on))
+    return _Sort([vp.num, vp.text], lambda s: s.outerjoin(vp, on))
+
+
+def _lacking(key: Key) -> ColumnElement[bool]:
+    """The runs holding no value for a param or metric key (an anti-join, so LIMIT stops it)."""
+    if key.kind == "metric":
+        return ~sa.exists().where(RunMetric.run_id == Run.id, RunMetric.key == key.name)
+    return ~sa.exists().where(
+        VersionParam.version_id == Run.config_version_id,
+        VersionParam.key == key.name,
+        sa.or_(VersionParam.num.is_not(None), VersionParam.text.is_not(None)),
+    )
+
+
+def _requires(node: Node | None, key: Key) -> bool:
+    """True when every run ``node`` matches holds a value for ``key``."""
+    if isinstance(node, Compare):
+        return node.key == key and node.value is not None and node.op != "NOT LIKE"
+    if isinstance(node, In):
+        return node.key == key and not node.negated and None not in node.values
+    if isinstance(node, And):
+        return any(_requires(n, key) for n in node.items)
+    if isinstance(node, Or):
+        return all(_requires(n, key) for n in node.items)
+    return False
+
+
+def _pushdown(node: Node | None, key: Key, expr: Any) -> list[ColumnElement[bool]]:
+    """Range tests of ``node``'s top-level AND on the metric ``key``, restated on the sort
+    column ``expr`` so the ordered index scan starts and stops where they say."""
+    items = node.items if isinstance(node, And) else (node,) if node is not None else ()
+    return [
+        _OPS[n.op](expr, _float(n.value))
+        for n in items
+        if isinstance(n, Compare) and n.key == key and n.op in ("<", "<=", ">", ">=", "=")
+    ]
+
+
+def _after(sort: _Sort, values: list[Any], last_id: int, desc: bool) -> ColumnElement[bool]:
+    """Rows strictly after (values, last_id) in the order: each value NULLS LAST, then id."""
+    id_col = sort.id_col
+    cond: ColumnElement[bool] = id_col < last_id if desc else id_col > last_id
+    for expr, value in reversed(list(zip(sort.exprs, values, strict=True))):
+        if value is None:
+            cond = sa.and_(expr.is_(None), cond)
+            continue
+        bound = sa.literal(value, expr.type)  # a bound typed value, booleans included
+        beyond = expr < bound if desc else expr > bound
+        if sort.nullable:
+            cond = sa.or_(beyond, expr.is_(None), sa.and_(expr == bound, cond))
+        else:  # the leading >= (or <=) is a range the index seeks to
+            reach = expr <= bound if desc else expr >= bound
+            cond = sa.and_(reach, sa.or_(beyond, sa.and_(expr == bound, cond)))
+    return cond
+
+
+def _signature(order: OrderBy | None) -> str:
+    if order is None:
+        return "id"
+    return f"{order.key.kind}:{order.key.name}:{'desc' if order.descending else 'asc'}"
+
+
+def encode_cursor(order: OrderBy | None, values: list[Any], last_id: int) -> str:
+    """An opaque cursor for the row after (values, last_id)."""
+    plain = [v.isoformat() if isinstance(v, dt.datetime) else v for v in values]
+    raw = json.dumps({"o": _signature(order), "v": plain, "id": last_id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: OrderBy | None) -> tuple[list[Any], int]:
+    """The (values, id) in ``cursor``, or :class:`InvalidCursor`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        values, last_id = data["v"], data["id"]
+        ok = data["o"] == _signature(order) and isinstance(values, list)
+        ok = ok and isinstance(last_id, int) and abs(last_id) < _INT64
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        raise InvalidCursor() from None
+    if not ok or len(values) != (2 if order and order.key.kind == "param" else 1 if order else 0):
+        raise InvalidCursor()
+    if order is not None and order.key.kind == "column":
+        values = [_cursor_value(order.key.name, values[0])]
+    elif not all(v is None or isinstance(v, int | float | str) for v in values):
+        raise InvalidCursor()
+    return values, last_id
+
+
+def _cursor_value(name: str, value: Any) -> Any:
+    kind = COLUMN_KEYS[name][0]
+    if value is None:
+        return None
+    try:
+        if kind == "datetime":
+            return dt.datetime.fromisoformat(value)
+        checks = {"int": int, "bool": bool, "text": str}
+        if isinstance(value, checks[kind]) and (kind == "bool") == isinstance(value, bool):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise InvalidCursor()
+
+
+# --- the query -------------------------------------------------------------------------------
+
+
+def build_query(
+    filter: str | None,
+    order_by: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+    *,
+    param_paths: Collection[str] | None = None,
+) -> sa.Select[Any]:
+    """``SELECT runs, <sort values>`` matching ``filter`` in ``order_by`` order, one page.
+
+    Raises FilterParseError (400) for a bad filter or order_by, InvalidCursor for a bad
+    cursor, BadRequest for a limit outside 1..MAX_LIMIT.
+    """
+    _check_limit(limit)
+    node = parse(filter, param_paths=param_paths) if filter and filter.strip() else None
+    order = parse_order_by(order_by, param_paths=param_paths) if order_by else None
+    after = decode_cursor(cursor, order) if cursor else None
+    return _select(node, order, limit, after)
+
+
+def _select(
+    node: Node | None,
+    order: OrderBy | None,
+    limit: int,
+    after: tuple[list[Any], int] | None,
+    part: str = "all",
+) -> Any:
+    """One select; ``part`` is ``all``, or for a param/metric order ``present`` or ``lacking``."""
+    desc = bool(order and order.descending)
+    sort = _sort(order, part)
+    width = 2 if order and order.key.kind == "param" else 1 if order else 0
+    query = sort.join(sa.select(Run, *(sort.exprs or [sa.null()] * width)))
+    if _uses(node, order, {"config", "version", "config_hash"}):
+        query = query.join(ConfigVersion, ConfigVersion.id == Run.config_version_id)
+    if _uses(node, order, {"config"}):
+        query = query.join(Config, Config.id == ConfigVersion.config_id)
+    if node is not None:
+        query = query.where(compile_filter(node))
+    if part == "present" and order is not None and order.key.kind == "metric":
+        query = query.where(*_pushdown(node, order.key, sort.exprs[0]))
+    if after is not None:
+        values, last_id = after
+        query = query.where(_after(sort, values[: len(sort.exprs)], last_id, desc))
+    ordering = [e.desc() if desc else e.asc() for e in sort.exprs]
+    if sort.nullable:
+        ordering = [o.nulls_last() for o in ordering]
+    ordering.append(sort.id_col.desc() if desc else sort.id_col.asc())
+    return query.order_by(*ordering).limit(limit)
+
+
+def _fetch(
+    session: Session, node: Node | None, order: OrderBy | None, limit: int, cursor: str | None
+) -> list[Any]:
+    """Up to ``limit`` rows ``(run, *sort values)``.
+
+    A param or metric order runs as two selects: the runs holding a value, inner-joined to
+    the index row so the (key, value, id) index yields them in order and LIMIT stops early;
+    then, if the page is not full and the filter lets such runs through, those lacking it.
+    """
+    after = decode_cursor(cursor, order) if cursor else None
+    if order is None or order.key.kind == "column":
+        return list(session.execute(_select(node, order, limit, after)).all())
+    in_lacking = after is not None and all(v is None for v in after[0])
+    rows = [] if in_lacking else list(
+        session.execute(_select(node, order, limit, after, "present")).all()
+    )
+    if len(rows) < limit and not _requires(node, order.key):
+        rest = after if in_lacking else None
+        rows += session.execute(_select(node, order, limit - len(rows), rest, "lacking")).all()
+    return rows
+
+
+def search_runs(
+    session: Session,
+    filter: str | None,
+    order_by: str | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+    *,
+    param_paths: Collection[str] | None = None,
+) -> tuple[list[Run], str | None]:
+    """One page of runs matching ``filter``, and the cursor of the next page (None at the end)."""
+    _check_limit(limit)
+    node = parse(filter, param_paths=param_paths) if filter and filter.strip() else None
+    order = parse_order_by(order_by, param_paths=param_paths) if order_by else None
+    rows = _fetch(session, node, order, limit + 1, cursor)
+    runs = [row[0] for row in rows[:limit]]
+    if len(rows) <= limit:
+        return runs, None
+    last = rows[limit - 1]
+    return runs, encode_cursor(order, list(last[1:]), last[0].id)
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
+
+
+def _uses(node: Node | None, order: OrderBy | None, names: set[str]) -> bool:
+    keys = list(_keys(node)) + ([order.key] if order else [])
+    return any(k.kind == "column" and k.name in names for k in keys)
+
+
+def _keys(node: Node | None) -> Iterator[Key]:
+    if node is None:
+        return
+    if isinstance(node, And | Or):
+        for item in node.items:
+            yield from _keys(item)
+    elif isinstance(node, Not):
+        yield from _keys(node.item)
+    else:
+        yield node.key
