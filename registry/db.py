@@ -110,5 +110,6 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def is_postgres(session_or_engine: Session | Engine) -> bool:
     """True when the bound database is PostgreSQL."""
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
-    return bind.dialect.name == "postgresql"
+    if isinstance(session_or_engine, Session):
+        return session_or_engine.get_bind().dialect.name == "postgresql"
+    return session_or_engine.dialect.name == "postgresql"

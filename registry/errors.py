@@ -81,12 +81,27 @@ class PayloadTooLarge(RegistryError):
     code = "payload_too_large"
 
 
-class InvalidConfig(RegistryError):
-    """The config document is invalid."""
+class InvalidInput(RegistryError):
+    """Some fields of the request are invalid."""
 
     status = 422
-    code = "invalid"
+    code = "invalid_request"
+    what = "request"
 
     def __init__(self, errors: list[dict[str, str]], message: str | None = None, **extra: Any):
         fields = ", ".join(e["field"] for e in errors[:5])
-        super().__init__(message or f"invalid config: {fields}", errors=errors, **extra)
+        super().__init__(message or f"invalid {self.what}: {fields}", errors=errors, **extra)
+
+
+class InvalidConfig(InvalidInput):
+    """The config document is invalid."""
+
+    code = "invalid"
+    what = "config"
+
+
+class Unavailable(RegistryError):
+    """The registry server could not be reached or kept failing; try again later."""
+
+    status = 503
+    code = "unavailable"

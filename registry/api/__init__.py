@@ -7,8 +7,8 @@ from flask import Blueprint
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 # Route modules register their views on ``bp`` when imported.
-from registry.api import meta as _meta  # noqa: E402,F401
 from registry.api import configs as _configs  # noqa: E402,F401
+from registry.api import meta as _meta  # noqa: E402,F401
 
 try:  # the runs routes arrive with the queue
     from registry.api import runs as _runs  # noqa: E402,F401
