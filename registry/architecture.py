@@ -52,10 +52,12 @@ def mla_dims(doc: dict[str, Any]) -> dict[str, int]:
 
     Scaled from DeepSeek-V2 itself (head_dim 128: nope 128, rope 64, v 128, kv rank 512):
     nope = v = head_dim, rope = half of it (even, at least 2), kv_lora_rank = 4 x head_dim.
+    The query head (nope + rope) must be even: DeepSeek-V2's rotary embedding views its slice
+    as complex numbers, which needs an even stride, so an odd head_dim rounds nope up by one.
     """
     head_dim = doc["model"]["model_dim"] // doc["model"]["num_attention_heads"]
     return {
-        "qk_nope_head_dim": head_dim,
+        "qk_nope_head_dim": head_dim + head_dim % 2,
         "qk_rope_head_dim": max(2, head_dim // 4 * 2),
         "v_head_dim": head_dim,
         "kv_lora_rank": 4 * head_dim,

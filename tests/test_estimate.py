@@ -128,3 +128,18 @@ def test_modules_do_not_import_torch() -> None:
             "registry.architecture; sys.exit('torch' in sys.modules or "
             "'transformers' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("dim,heads", [(40, 8), (120, 8)])
+def test_deepseek_with_an_odd_head_dim_builds_and_trains(dim: int, heads: int, torch: Any) -> None:
+    """An odd head_dim (model_dim 1000 / 8 heads = 125) must not crash DeepSeek-V2's rotary."""
+    doc = spec.normalize(
+        {
+            "model": {"model_dim": dim, "num_attention_heads": heads, "num_hidden_layers": 1},
+            "data": {"seq_len": 16},
+        }
+    )
+    model = architecture.build_model(doc)
+    ids = torch.randint(0, 259, (2, 16))
+    model(ids, labels=ids).loss.backward()
+    assert sum(p.numel() for p in model.parameters()) == estimate(doc)["parameters"]
