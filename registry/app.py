@@ -48,14 +48,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     _install_error_handlers(app)
 
     from registry.api import bp as api_bp
+    from registry.web import bp as web_bp
 
     app.register_blueprint(api_bp)
-    try:
-        from registry.web import bp as web_bp
-    except ImportError:  # the web UI is optional while it is being built
-        web_bp = None
-    if web_bp is not None:
-        app.register_blueprint(web_bp)
+    app.register_blueprint(web_bp)
     return app
 
 

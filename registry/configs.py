@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from registry import spec
 from registry.errors import Conflict, InvalidConfig, InvalidInput, NotFound
+from registry.indexing import index_version
 from registry.models import Config, ConfigVersion
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def _insert_version(
             with session.begin_nested():
                 session.add(row)
                 session.flush()
+                index_version(session, row)
             return row
         except IntegrityError:
             log.info("version %s of %s was taken; retry %d", latest + 1, config.name, attempt + 1)

@@ -7,12 +7,14 @@ from typing import Annotated, Any
 
 from sqlalchemy import (
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -97,6 +99,16 @@ class Run(Base):
             sqlite_where=text("status = 'queued'"),
             info={"expression_index": True},
         ),
+        # A claim from several queues cannot read the index above in order (it would sort
+        # every queued row); it walks this one in claim order and filters on the queue.
+        Index(
+            "ix_runs_claim_order",
+            text("priority DESC"),
+            "id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+            info={"expression_index": True},
+        ),
         Index(
             "ix_runs_lease",
             "lease_expires_at",
@@ -131,6 +143,15 @@ class Run(Base):
     created_at: Mapped[Created]
     started_at: Mapped[Timestamp]
     finished_at: Mapped[Timestamp]
+    # Reproducibility (migration 0003), set by registry.indexing.index_finished_run.
+    provenance_complete: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    reproduction: Mapped[Json]
+    identical: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    reproduced: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
     version: Mapped[ConfigVersion] = relationship()
 
@@ -149,3 +170,54 @@ class Worker(Base):
     current_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("runs.id", ondelete="SET NULL"), nullable=True
     )
+
+
+# --- the query index (migration 0003), kept by registry.indexing -----------------------------
+
+Index("ix_runs_reproduces", Run.reproduces)
+Index("ix_runs_created_at", Run.created_at)
+
+
+class VersionParam(Base):
+    """One leaf of a config version's document, as a number and/or text, for the filter index."""
+
+    __tablename__ = "version_params"
+    __table_args__ = (
+        Index("ix_version_params_key_num", "key", "num", "version_id"),
+        Index("ix_version_params_key_text", "key", "text", "version_id"),
+    )
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("config_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    num: Mapped[float | None] = mapped_column(Float, nullable=True)
+    text: Mapped[str | None] = mapped_column(String(), nullable=True)
+
+
+class RunMetric(Base):
+    """One final metric of a run, for the filter index."""
+
+    __tablename__ = "run_metrics"
+    __table_args__ = (Index("ix_run_metrics_key_value", "key", "value", "run_id"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+# --- web users (migration 0004), kept by registry.users ----------------------------------------
+
+
+class User(Base):
+    """A person who signs in to the web UI with a name and password (only a hash is stored)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[IntPK]
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(512), nullable=False)
+    created_at: Mapped[Created]
+    last_login_at: Mapped[Timestamp]
+    disabled_at: Mapped[Timestamp]

@@ -32,6 +32,10 @@ class Settings:
     server_url: str = DEFAULT_SERVER_URL
     token: str | None = None
     max_body_bytes: int = 1024 * 1024
+    #: Session cookies only over HTTPS; REGISTRY_INSECURE_COOKIES=1 allows plain-HTTP tests.
+    secure_cookies: bool = True
+    #: Base URL of the MLflow UI, for links from run pages (None: no links).
+    mlflow_ui_url: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -51,6 +55,9 @@ class Settings:
             lease_seconds=int(env.get("REGISTRY_LEASE_SECONDS", "60")),
             server_url=env.get("REGISTRY_URL", DEFAULT_SERVER_URL),
             token=env.get("REGISTRY_TOKEN") or None,
+            secure_cookies=env.get("REGISTRY_INSECURE_COOKIES", "").lower()
+            not in ("1", "true", "yes"),
+            mlflow_ui_url=env.get("MLFLOW_UI_URL") or None,
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -77,6 +77,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'queued'"),
         sqlite_where=sa.text("status = 'queued'"),
     )
+    op.create_index(
+        "ix_runs_claim_order",
+        "runs",
+        [sa.text("priority DESC"), "id"],
+        postgresql_where=sa.text("status = 'queued'"),
+        sqlite_where=sa.text("status = 'queued'"),
+    )
     op.create_table(
         "workers",
         sa.Column("id", sa.String(length=200), nullable=False),
@@ -98,6 +105,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("workers")
+    op.drop_index("ix_runs_claim_order", table_name="runs")
     op.drop_index("ix_runs_claimable", table_name="runs")
     op.drop_index("ix_runs_lease", table_name="runs")
     op.drop_index("ix_runs_status", table_name="runs")

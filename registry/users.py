@@ -1,0 +1,61 @@
+"""Web users: a name, a role and a password hash (werkzeug's scrypt); never the password."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from registry.db import utcnow
+from registry.errors import BadRequest, Conflict, Unauthorized
+from registry.models import ROLES, User
+
+MIN_PASSWORD = 8
+#: Checked against when the name is unknown, so both failures take the same time.
+_DUMMY_HASH = generate_password_hash("not-a-real-password")
+
+
+def create_user(session: Session, name: str, role: str, password: str) -> User:
+    """Store a new user with a hashed password; Conflict when the name is taken."""
+    if role not in ROLES or role == "worker":
+        raise BadRequest("role must be admin, submitter or viewer", field="role")
+    if not name or len(name) > 200 or not name.isprintable():
+        raise BadRequest("name must be 1-200 printable characters", field="name")
+    if len(password) < MIN_PASSWORD:
+        raise BadRequest(f"a password has at least {MIN_PASSWORD} characters", field="password")
+    if session.scalar(select(User.id).where(User.name == name)) is not None:
+        raise Conflict(f"user {name!r} already exists")
+    user = User(name=name, role=role, password_hash=generate_password_hash(password))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate_user(session: Session, name: str, password: str) -> User:
+    """The enabled user ``name`` when ``password`` is theirs; Unauthorized otherwise."""
+    user = session.scalar(select(User).where(User.name == name)) if name else None
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        raise Unauthorized("unknown user or wrong password")
+    if not check_password_hash(user.password_hash, password) or user.disabled_at is not None:
+        raise Unauthorized("unknown user or wrong password")
+    user.last_login_at = utcnow()
+    return user
+
+
+def get_active_user(session: Session, user_id: int) -> User | None:
+    """The user with ``user_id`` unless it was removed or disabled."""
+    user = session.get(User, user_id)
+    return user if user is not None and user.disabled_at is None else None
+
+
+def set_password(session: Session, name: str, password: str) -> User:
+    """Replace ``name``'s password."""
+    if len(password) < MIN_PASSWORD:
+        raise BadRequest(f"a password has at least {MIN_PASSWORD} characters", field="password")
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise BadRequest(f"no user {name!r}", field="name")
+    user.password_hash = generate_password_hash(password)
+    session.flush()
+    return user

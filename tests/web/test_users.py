@@ -1,0 +1,47 @@
+"""Web users: hashed passwords, sign-in checks, and the ``registry user`` commands."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.cli_users import register
+from registry.errors import BadRequest, Conflict, Unauthorized
+from registry.models import User
+from registry.users import authenticate_user, create_user
+
+
+def test_password_is_hashed_and_checked(session: Session) -> None:
+    user = create_user(session, "ada", "submitter", "correct horse")
+    assert "correct horse" not in user.password_hash
+    assert user.password_hash.startswith(("scrypt:", "pbkdf2:"))
+    assert authenticate_user(session, "ada", "correct horse").id == user.id
+    for name, password in (("ada", "wrong horse"), ("bob", "correct horse"), ("", "")):
+        with pytest.raises(Unauthorized):
+            authenticate_user(session, name, password)
+
+
+def test_bad_users_are_refused(session: Session) -> None:
+    create_user(session, "ada", "viewer", "long enough")
+    with pytest.raises(Conflict):
+        create_user(session, "ada", "viewer", "long enough")
+    with pytest.raises(BadRequest):
+        create_user(session, "short", "viewer", "short")
+    with pytest.raises(BadRequest):
+        create_user(session, "w", "worker", "long enough")
+
+
+def test_user_create_command(db_url: str, engine: object, session: Session) -> None:
+    group = click.Group()
+    register(group)
+    answer = CliRunner().invoke(
+        group, ["user", "create", "--name", "cli-user", "--role", "viewer"],
+        env={"DATABASE_URL": db_url, "REGISTRY_NEW_PASSWORD": "from the env"},
+    )
+    assert answer.exit_code == 0, answer.output
+    user = session.scalar(select(User).where(User.name == "cli-user"))
+    assert user is not None and user.role == "viewer"
+    assert authenticate_user(session, "cli-user", "from the env").id == user.id
