@@ -1,0 +1,246 @@
+"""The run and worker routes through the Flask test client, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from registry.app import create_app
+from registry.db import make_session_factory, transaction
+from registry.settings import Settings
+from tests.test_queue import make_version
+
+Auth = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def versions(engine: Engine) -> None:
+    """Two stored configs, ``tiny`` (seed 7) and ``other``."""
+    with transaction(make_session_factory(engine)) as s:
+        make_version(s, "tiny", seed=7)
+        make_version(s, "other", seed=1)
+
+
+def post(client: FlaskClient, path: str, auth: dict[str, str], body: Any) -> Any:
+    return client.post(f"/api/v1{path}", json=body, headers=auth)
+
+
+def queue_run(client: FlaskClient, auth: Auth, **body: Any) -> dict[str, Any]:
+    response = post(client, "/runs", auth("submitter"), {"config": "tiny", **body})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def claim(client: FlaskClient, auth: Auth, worker: str = "w1", **body: Any) -> Any:
+    return post(client, "/workers/claim", auth("worker"), {"worker": worker, **body})
+
+
+def test_create_run_shows_the_contract_fields(
+    client: FlaskClient, auth: Auth, versions: None
+) -> None:
+    run = queue_run(client, auth)
+    for key in (
+        "id",
+        "config",
+        "version",
+        "config_hash",
+        "kind",
+        "status",
+        "queue",
+        "attempt",
+        "worker",
+        "metrics",
+        "mlflow_run_id",
+        "provenance",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error",
+        "reproduces",
+        "from_run",
+        "seed",
+        "progress",
+    ):
+        assert key in run
+    assert (run["config"], run["version"], run["kind"], run["status"], run["seed"]) == (
+        "tiny",
+        1,
+        "train",
+        "queued",
+        7,
+    )
+    assert run["created_at"].endswith("+00:00")
+    got = client.get(f"/api/v1/runs/{run['id']}", headers=auth("viewer"))
+    assert got.status_code == 200 and got.get_json() == run
+
+
+def test_create_run_errors(client: FlaskClient, auth: Auth, versions: None) -> None:
+    assert post(client, "/runs", {}, {"config": "tiny"}).status_code == 401
+    assert post(client, "/runs", auth("viewer"), {"config": "tiny"}).status_code == 403
+    assert post(client, "/runs", auth("worker"), {"config": "tiny"}).status_code == 403
+    assert post(client, "/runs", auth(), {"config": "nope"}).status_code == 404
+    bad = post(client, "/runs", auth(), {"config": "tiny", "kind": "dance"})
+    assert bad.status_code == 422 and bad.get_json()["errors"][0]["field"] == "kind"
+    evaluate = post(client, "/runs", auth(), {"config": "tiny", "kind": "evaluate"})
+    assert evaluate.status_code == 400 and "from_run" in evaluate.get_json()["error"]
+    malformed = client.post(
+        "/api/v1/runs", data="{", content_type="application/json", headers=auth()
+    )
+    assert malformed.status_code == 400
+    assert client.get("/api/v1/runs/999", headers=auth()).status_code == 404
+
+
+def test_list_runs_filters_and_orders(client: FlaskClient, auth: Auth, versions: None) -> None:
+    a = queue_run(client, auth)
+    b = queue_run(client, auth, config="other", queue="gpu")
+    c = queue_run(client, auth)
+
+    def ids(query: str = "") -> list[int]:
+        response = client.get(f"/api/v1/runs{query}", headers=auth("viewer"))
+        assert response.status_code == 200, response.get_json()
+        return [r["id"] for r in response.get_json()["runs"]]
+
+    assert ids() == [c["id"], b["id"], a["id"]]
+    assert ids("?order_by=id ASC&limit=2") == [a["id"], b["id"]]
+    assert ids("?config=other") == [b["id"]]
+    assert ids("?filter=queue = 'gpu' AND kind = \"train\"") == [b["id"]]
+    assert ids("?filter=status = 'running'") == []
+    bad = client.get("/api/v1/runs?filter=status ~ 'x'", headers=auth())
+    assert bad.status_code == 400 and bad.get_json()["position"] == 0
+    assert client.get("/api/v1/runs?limit=0", headers=auth()).status_code == 400
+    assert client.get("/api/v1/runs?order_by=seed", headers=auth()).status_code == 400
+
+
+def test_claim_heartbeat_complete(client: FlaskClient, auth: Auth, versions: None) -> None:
+    assert claim(client, auth).status_code == 204
+    run = queue_run(client, auth, priority=3)
+    assert claim(client, auth, queues=["gpu"]).status_code == 204
+    assert post(client, "/workers/claim", auth("submitter"), {"worker": "w"}).status_code == 403
+    answer = claim(client, auth).get_json()
+    assert answer["lease"] == 1 and answer["run"]["id"] == run["id"]
+    assert answer["run"]["status"] == "running" and answer["run"]["worker"] == "w1"
+    assert answer["config"] == {"training": {"seed": 7}} and answer["from_run"] is None
+    beat = post(
+        client,
+        f"/runs/{run['id']}/heartbeat",
+        auth("worker"),
+        {"lease": 1, "progress": {"step": 2, "of": 10}},
+    )
+    assert beat.status_code == 200, beat.get_json()
+    shown = client.get(f"/api/v1/runs/{run['id']}", headers=auth()).get_json()
+    assert shown["progress"] == {"step": 2, "of": 10}
+    report = {
+        "lease": 1,
+        "status": "succeeded",
+        "metrics": {"train_loss": 1.5},
+        "mlflow_run_id": "abc",
+        "provenance": {"seed": 7},
+    }
+    first = post(client, f"/runs/{run['id']}/complete", auth("worker"), report)
+    second = post(client, f"/runs/{run['id']}/complete", auth("worker"), report)
+    assert first.status_code == second.status_code == 200
+    assert first.get_json() == second.get_json()
+    assert first.get_json()["status"] == "succeeded"
+    changed = post(
+        client,
+        f"/runs/{run['id']}/complete",
+        auth("worker"),
+        {**report, "metrics": {"train_loss": 0.1}},
+    )
+    assert changed.status_code == 409 and changed.get_json()["code"] == "stale_lease"
+    assert client.get(f"/api/v1/runs/{run['id']}", headers=auth()).get_json() == first.get_json()
+
+
+def test_evaluate_claim_carries_its_trained_run(
+    client: FlaskClient, auth: Auth, versions: None
+) -> None:
+    train = queue_run(client, auth)
+    claim(client, auth)
+    post(
+        client,
+        f"/runs/{train['id']}/complete",
+        auth("worker"),
+        {"lease": 1, "status": "succeeded", "metrics": {}, "mlflow_run_id": "m-train"},
+    )
+    evaluate = queue_run(client, auth, kind="evaluate", from_run=train["id"])
+    answer = claim(client, auth).get_json()
+    assert answer["run"]["id"] == evaluate["id"]
+    assert answer["from_run"]["mlflow_run_id"] == "m-train"
+
+
+def test_cancel_running_run_stops_at_heartbeat(
+    client: FlaskClient, auth: Auth, versions: None
+) -> None:
+    run = queue_run(client, auth)
+    claim(client, auth)
+    cancelled = post(client, f"/runs/{run['id']}/cancel", auth("submitter"), None)
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "running"
+    beat = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": 1})
+    assert beat.status_code == 409 and beat.get_json()["cancel_requested"] is True
+    done = post(
+        client,
+        f"/runs/{run['id']}/complete",
+        auth("worker"),
+        {"lease": 1, "status": "failed", "metrics": {}, "error": {"kind": "stopped"}},
+    )
+    assert done.status_code == 200 and done.get_json()["status"] == "cancelled"
+    again = post(client, f"/runs/{run['id']}/cancel", auth("submitter"), None)
+    assert again.status_code == 200
+    queued = queue_run(client, auth)
+    gone = post(client, f"/runs/{queued['id']}/cancel", auth("submitter"), None)
+    assert gone.get_json()["status"] == "cancelled"
+
+
+def test_release_requeues_and_fences(client: FlaskClient, auth: Auth, versions: None) -> None:
+    run = queue_run(client, auth)
+    claim(client, auth)
+    released = post(client, f"/runs/{run['id']}/release", auth("worker"), {"lease": 1})
+    assert released.status_code == 200
+    assert (released.get_json()["status"], released.get_json()["attempt"]) == ("queued", 2)
+    assert (
+        post(client, f"/runs/{run['id']}/release", auth("worker"), {"lease": 1}).status_code == 409
+    )
+    again = claim(client, auth, worker="w2").get_json()
+    assert (again["run"]["id"], again["lease"]) == (run["id"], 2)
+    stale = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": 1})
+    assert stale.status_code == 409
+
+
+def test_reproduce(client: FlaskClient, auth: Auth, versions: None) -> None:
+    run = queue_run(client, auth, seed=99)
+    copy = post(client, f"/runs/{run['id']}/reproduce", auth("submitter"), None)
+    assert copy.status_code == 201
+    body = copy.get_json()
+    assert (body["reproduces"], body["seed"], body["version"]) == (run["id"], 99, 1)
+    assert post(client, "/runs/4242/reproduce", auth(), None).status_code == 404
+
+
+def test_workers_register_and_list(client: FlaskClient, auth: Auth, versions: None) -> None:
+    body = {"worker": "gpu-1", "host": "h", "devices": {"kind": "cpu"}, "queues": ["default"]}
+    assert post(client, "/workers/register", auth("worker"), body).status_code == 200
+    assert post(client, "/workers/register", auth("viewer"), body).status_code == 403
+    run = queue_run(client, auth)
+    claim(client, auth, worker="gpu-1")
+    workers = client.get("/api/v1/workers", headers=auth("viewer")).get_json()["workers"]
+    assert [(w["id"], w["current_run"], w["queues"]) for w in workers] == [
+        ("gpu-1", run["id"], ["default"])
+    ]
+
+
+def test_expired_lease_is_reaped_on_listing(
+    settings: Settings, engine: Engine, auth: Auth, versions: None
+) -> None:
+    """A zero-second lease has expired by the next request, which reaps it."""
+    client = create_app(settings.with_(lease_seconds=0), engine=engine).test_client()
+    run = queue_run(client, auth)
+    assert claim(client, auth).status_code == 200
+    listed = client.get("/api/v1/runs", headers=auth()).get_json()["runs"]
+    assert [(r["id"], r["status"], r["attempt"], r["worker"]) for r in listed] == [
+        (run["id"], "queued", 2, None)
+    ]
+    stale = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": 1})
+    assert stale.status_code == 409

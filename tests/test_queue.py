@@ -1,0 +1,422 @@
+"""The queue's state machine with injected time, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from registry import queue
+from registry.db import make_session_factory, transaction
+from registry.errors import BadRequest, Conflict, StaleLease
+from registry.models import Config, ConfigVersion, Run, Worker
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+LEASE = 60
+
+
+def at(seconds: float) -> dt.datetime:
+    """T0 plus ``seconds``."""
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def make_version(session: Session, name: str = "tiny", seed: int = 7) -> ConfigVersion:
+    """A stored config version (the queue does not look inside the document but for the seed)."""
+    config = Config(name=name)
+    version = ConfigVersion(
+        config=config, version=1, hash=f"{name:0<64}"[:64], document={"training": {"seed": seed}}
+    )
+    session.add_all([config, version])
+    session.flush()
+    return version
+
+
+@pytest.fixture
+def version(session: Session) -> ConfigVersion:
+    return make_version(session)
+
+
+def snapshot(session: Session, run_id: int) -> dict[str, object]:
+    """Every column of a run, read fresh."""
+    session.expire_all()
+    run = session.get(Run, run_id)
+    assert run is not None
+    return {c.key: getattr(run, c.key) for c in Run.__table__.columns}
+
+
+def test_enqueue_defaults_seed_from_config(session: Session, version: ConfigVersion) -> None:
+    run = queue.enqueue(session, version, "train", created_by="alice")
+    assert (run.status, run.attempt, run.queue, run.priority, run.seed) == (
+        "queued",
+        1,
+        "default",
+        0,
+        7,
+    )
+    assert run.version.config.name == "tiny"
+    assert queue.enqueue(session, version, "train", seed=3).seed == 3
+
+
+def test_enqueue_rejects_bad_kind_and_evaluate_without_trained_run(
+    session: Session, version: ConfigVersion
+) -> None:
+    with pytest.raises(BadRequest):
+        queue.enqueue(session, version, "sing")
+    with pytest.raises(BadRequest, match="from_run"):
+        queue.enqueue(session, version, "evaluate")
+    train = queue.enqueue(session, version, "train")
+    with pytest.raises(BadRequest, match="succeeded train run"):
+        queue.enqueue(session, version, "evaluate", from_run=train.id)
+    claimed = queue.claim(session, "w", ["default"], T0, LEASE)
+    assert claimed is not None
+    queue.complete(session, train.id, 1, "succeeded", {"train_loss": 1.0}, "m1", {}, None, T0)
+    evaluate = queue.enqueue(session, version, "evaluate", from_run=train.id)
+    assert evaluate.from_run == train.id
+
+
+def test_claim_takes_priority_then_age_from_asked_queues_only(
+    session: Session, version: ConfigVersion
+) -> None:
+    low = queue.enqueue(session, version, "train")
+    high = queue.enqueue(session, version, "train", priority=5)
+    other = queue.enqueue(session, version, "train", queue="gpu-large", priority=99)
+    low2 = queue.enqueue(session, version, "train")
+    order = [queue.claim(session, "w1", ["default"], T0, LEASE) for _ in range(4)]
+    assert [r.id if r else None for r in order] == [high.id, low.id, low2.id, None]
+    got = queue.claim(session, "w2", ["default", "gpu-large"], T0, LEASE)
+    assert got is not None and got.id == other.id
+
+
+def test_claim_sets_lease_worker_and_start(session: Session, version: ConfigVersion) -> None:
+    queue.register_worker(session, "w1", T0, host="h", devices={"kind": "cpu"}, queues=["default"])
+    run = queue.enqueue(session, version, "train")
+    claimed = queue.claim(session, "w1", ["default"], at(5), LEASE)
+    assert claimed is not None and claimed.id == run.id
+    assert claimed.status == "running" and claimed.worker_id == "w1"
+    assert claimed.lease_expires_at == at(5 + LEASE)
+    assert claimed.started_at == at(5)
+    session.expire_all()
+    worker = session.get(Worker, "w1")
+    assert worker is not None and worker.current_run_id == run.id
+
+
+def test_heartbeat_renews_and_records_progress(session: Session, version: ConfigVersion) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    queue.heartbeat(session, run.id, 1, at(50), LEASE, progress={"step": 3, "of": 10})
+    # Past the first lease but within the renewed one: still current.
+    renewed = queue.heartbeat(session, run.id, 1, at(100), LEASE)
+    assert renewed.lease_expires_at == at(160)
+    assert renewed.progress == {"step": 3, "of": 10}
+    assert queue.reap(session, at(159)) == []
+
+
+def test_expired_lease_requeues_as_next_attempt_and_fences_the_old_one(
+    session: Session, version: ConfigVersion
+) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    assert queue.reap(session, at(LEASE)) == []  # expiry is strictly after the lease
+    reaped = queue.reap(session, at(LEASE + 1))
+    assert [r.id for r in reaped] == [run.id]
+    state = snapshot(session, run.id)
+    assert (state["status"], state["attempt"], state["worker_id"]) == ("queued", 2, None)
+    again = queue.claim(session, "w2", ["default"], at(LEASE + 2), LEASE)
+    assert again is not None and (again.id, again.attempt, again.worker_id) == (run.id, 2, "w2")
+    before = snapshot(session, run.id)
+    with pytest.raises(StaleLease):
+        queue.heartbeat(session, run.id, 1, at(LEASE + 3), LEASE)
+    with pytest.raises(StaleLease):
+        queue.complete(
+            session, run.id, 1, "succeeded", {"train_loss": 9.0}, "old", {}, None, at(LEASE + 3)
+        )
+    assert snapshot(session, run.id) == before
+
+
+def test_claim_reaps_before_claiming(session: Session, version: ConfigVersion) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    assert queue.claim(session, "w2", ["default"], at(10), LEASE) is None
+    again = queue.claim(session, "w2", ["default"], at(LEASE + 1), LEASE)
+    assert again is not None and (again.id, again.attempt) == (run.id, 2)
+
+
+def test_three_lost_attempts_fail_the_run_as_worker_lost(
+    session: Session, version: ConfigVersion
+) -> None:
+    run = queue.enqueue(session, version, "train")
+    now = T0
+    for attempt in (1, 2, 3):
+        claimed = queue.claim(session, f"w{attempt}", ["default"], now, LEASE)
+        assert claimed is not None and claimed.attempt == attempt
+        now += dt.timedelta(seconds=LEASE + 1)
+        queue.reap(session, now)
+    state = snapshot(session, run.id)
+    assert state["status"] == "failed" and state["attempt"] == 3
+    assert state["error"]["kind"] == "worker_lost"  # type: ignore[index]
+    assert "worker lost" in state["error"]["message"]  # type: ignore[index]
+    assert state["finished_at"] == now
+    assert queue.claim(session, "w4", ["default"], now, LEASE) is None
+
+
+def test_expired_heartbeat_is_stale(session: Session, version: ConfigVersion) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    before = snapshot(session, run.id)
+    with pytest.raises(StaleLease):
+        queue.heartbeat(session, run.id, 1, at(LEASE + 1), LEASE)
+    assert snapshot(session, run.id) == before
+
+
+def test_complete_records_result_and_repeat_is_idempotent(
+    session: Session, version: ConfigVersion
+) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    metrics = {"train_loss": 2.5, "val_loss": 2.75, "tiny": 1e-05}
+    done = queue.complete(session, run.id, 1, "succeeded", metrics, "m1", {"seed": 7}, None, at(9))
+    assert (done.status, done.metrics, done.mlflow_run_id, done.finished_at) == (
+        "succeeded",
+        metrics,
+        "m1",
+        at(9),
+    )
+    session.commit()
+    first = snapshot(session, run.id)
+    again = queue.complete(
+        session, run.id, 1, "succeeded", dict(metrics), "m1", {"seed": 7}, None, at(20)
+    )
+    assert again.id == run.id
+    assert snapshot(session, run.id) == first
+    with pytest.raises(StaleLease):
+        queue.complete(session, run.id, 1, "succeeded", {"train_loss": 0.1}, "m1", {}, None, at(21))
+    with pytest.raises(StaleLease):
+        queue.complete(session, run.id, 1, "failed", metrics, "m1", {}, None, at(21))
+    assert snapshot(session, run.id) == first
+
+
+def test_complete_failed_keeps_error_and_nan_is_stored_as_null(
+    session: Session, version: ConfigVersion
+) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    error = {"kind": "exception", "type": "ValueError", "message": "boom"}
+    done = queue.complete(
+        session, run.id, 1, "failed", {"train_loss": float("nan")}, "m", None, error, at(1)
+    )
+    session.commit()
+    state = snapshot(session, run.id)
+    assert state["status"] == "failed" and state["error"] == error
+    assert state["metrics"] == {"train_loss": None} == done.metrics
+    with pytest.raises(BadRequest):
+        queue.complete(session, run.id, 1, "done", {}, None, None, None, at(2))
+
+
+def test_cancel_queued_run_is_immediate(session: Session, version: ConfigVersion) -> None:
+    run = queue.enqueue(session, version, "train")
+    cancelled = queue.cancel(session, run.id, at(1))
+    assert (cancelled.status, cancelled.finished_at) == ("cancelled", at(1))
+    assert queue.claim(session, "w1", ["default"], at(2), LEASE) is None
+    assert queue.cancel(session, run.id, at(3)).status == "cancelled"  # idempotent
+
+
+def test_cancel_running_stops_at_heartbeat_and_completion_marks_cancelled(
+    session: Session, version: ConfigVersion
+) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    assert queue.cancel(session, run.id, at(1)).status == "running"
+    with pytest.raises(StaleLease) as info:
+        queue.heartbeat(session, run.id, 1, at(2), LEASE)
+    assert info.value.to_dict()["cancel_requested"] is True
+    assert info.value.status == 409
+    done = queue.complete(
+        session,
+        run.id,
+        1,
+        "failed",
+        {"train_loss": 3.0},
+        "m1",
+        None,
+        {"kind": "stopped", "message": "stopped"},
+        at(3),
+    )
+    assert done.status == "cancelled" and done.finished_at == at(3)
+    # The worker resending the same report is accepted once more, unchanged.
+    assert (
+        queue.complete(
+            session, run.id, 1, "failed", {"train_loss": 3.0}, "m1", None, None, at(4)
+        ).status
+        == "cancelled"
+    )
+
+
+def test_cancel_running_whose_worker_died_ends_cancelled_not_requeued(
+    session: Session, version: ConfigVersion
+) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    queue.cancel(session, run.id, at(1))
+    queue.reap(session, at(LEASE + 1))
+    assert snapshot(session, run.id)["status"] == "cancelled"
+
+
+def test_cancel_finished_run_conflicts(session: Session, version: ConfigVersion) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    queue.complete(session, run.id, 1, "succeeded", {}, None, None, None, at(1))
+    with pytest.raises(Conflict):
+        queue.cancel(session, run.id, at(2))
+
+
+def test_release_hands_the_run_back_as_a_new_attempt(
+    session: Session, version: ConfigVersion
+) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    released = queue.release(session, run.id, 1, at(3))
+    assert (released.status, released.attempt, released.worker_id) == ("queued", 2, None)
+    with pytest.raises(StaleLease):
+        queue.release(session, run.id, 1, at(4))
+    again = queue.claim(session, "w2", ["default"], at(5), LEASE)
+    assert again is not None and (again.id, again.attempt) == (run.id, 2)
+    assert again.started_at == T0  # the first start is kept
+    with pytest.raises(StaleLease):
+        queue.heartbeat(session, run.id, 1, at(6), LEASE)
+
+
+def test_release_of_cancel_requested_run_cancels_it(
+    session: Session, version: ConfigVersion
+) -> None:
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    queue.cancel(session, run.id, at(1))
+    assert queue.release(session, run.id, 1, at(2)).status == "cancelled"
+
+
+def test_reproduce_queues_same_version_and_seed(session: Session, version: ConfigVersion) -> None:
+    run = queue.enqueue(session, version, "train", seed=1234, queue="q", priority=2)
+    copy = queue.reproduce(session, run.id, created_by="bob")
+    assert (copy.config_version_id, copy.seed, copy.kind, copy.queue, copy.reproduces) == (
+        version.id,
+        1234,
+        "train",
+        "q",
+        run.id,
+    )
+    assert copy.id != run.id and copy.status == "queued" and copy.attempt == 1
+
+
+def test_list_runs_filters_on_equality_and_orders(session: Session, version: ConfigVersion) -> None:
+    other = make_version(session, "other")
+    a = queue.enqueue(session, version, "train")
+    b = queue.enqueue(session, other, "train", queue="gpu")
+    c = queue.enqueue(session, version, "train")
+    queue.claim(session, "w", ["default"], T0, LEASE)
+    assert [r.id for r in queue.list_runs(session, order_by="id")] == [a.id, b.id, c.id]
+    assert [r.id for r in queue.list_runs(session, order_by="id DESC", limit=2)] == [c.id, b.id]
+    assert [r.id for r in queue.list_runs(session, config="other")] == [b.id]
+    assert [r.id for r in queue.list_runs(session, queue="gpu")] == [b.id]
+    assert [r.id for r in queue.list_runs(session, status="running")] == [a.id]
+    assert queue.list_runs(session, kind="evaluate") == []
+    with pytest.raises(BadRequest):
+        queue.list_runs(session, order_by="metrics.val_loss")
+
+
+def test_workers_register_and_list(session: Session) -> None:
+    queue.register_worker(session, "w1", T0, host="gpu-1", devices={"cuda": [0]}, queues=["a"])
+    queue.register_worker(session, "w2", at(5), host="gpu-2")
+    queue.register_worker(session, "w1", at(1), host="gpu-1b")
+    assert [w.id for w in queue.list_workers(session)] == ["w2", "w1"]
+    assert queue.worker_heartbeat(session, "w1", at(9)).last_heartbeat_at == at(9)
+    assert session.get(Worker, "w1").host == "gpu-1b"  # type: ignore[union-attr]
+
+
+def test_concurrent_claimers_take_each_run_exactly_once(engine: Engine) -> None:
+    """Threads with their own connections race for 60 runs; none is claimed twice."""
+    factory = make_session_factory(engine)
+    with transaction(factory) as s:
+        version = make_version(s)
+        for i in range(60):
+            queue.enqueue(s, version, "train", priority=i % 3)
+    claims: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        while True:
+            with transaction(factory) as s:
+                run = queue.claim(s, name, ["default"], T0, LEASE)
+                if run is None:
+                    return
+                with lock:
+                    claims.append((name, run.id))
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    counts = Counter(run_id for _, run_id in claims)
+    assert len(counts) == 60 and set(counts.values()) == {1}
+    by_run = {run_id: name for name, run_id in claims}
+    with factory() as s:
+        rows = s.execute(select(Run.id, Run.status, Run.worker_id)).all()
+    assert {status for _, status, _ in rows} == {"running"}
+    assert {run_id: worker for run_id, _, worker in rows} == by_run
+
+
+def test_reaping_an_old_run_keeps_the_workers_current_run(
+    session: Session, version: ConfigVersion
+) -> None:
+    queue.register_worker(session, "w1", T0)
+    old = queue.enqueue(session, version, "train")
+    new = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)  # old, then abandoned
+    queue.claim(session, "w1", ["default"], at(50), LEASE)  # new
+    assert [r.id for r in queue.reap(session, at(LEASE + 1))] == [old.id]
+    session.expire_all()
+    worker = session.get(Worker, "w1")
+    assert worker is not None and worker.current_run_id == new.id
+
+
+def test_finished_runs_are_indexed_for_the_filter_language(
+    session: Session, version: ConfigVersion
+) -> None:
+    from registry.models import RunMetric
+
+    run = queue.enqueue(session, version, "train")
+    queue.claim(session, "w1", ["default"], T0, LEASE)
+    queue.complete(
+        session,
+        run.id,
+        1,
+        "succeeded",
+        {"val_loss": 2.5, "train_loss": 2.0},
+        "m",
+        {"seed": 7},
+        None,
+        at(1),
+    )
+    indexed = session.execute(
+        select(RunMetric.key, RunMetric.value).where(RunMetric.run_id == run.id)
+    ).all()
+    assert sorted(indexed) == [("train_loss", 2.0), ("val_loss", 2.5)]
+    copy = queue.reproduce(session, run.id)
+    queue.claim(session, "w1", ["default"], at(2), LEASE)
+    queue.complete(
+        session,
+        copy.id,
+        1,
+        "succeeded",
+        {"val_loss": 2.5, "train_loss": 2.0},
+        "m2",
+        {"seed": 7},
+        None,
+        at(3),
+    )
+    session.expire_all()
+    assert session.get(Run, copy.id).identical is True  # type: ignore[union-attr]

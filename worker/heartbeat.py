@@ -1,0 +1,128 @@
+"""The lease-renewal thread (renews every third of the lease, stops the run when it is lost)
+and the run progress it carries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from registry import errors
+
+log = logging.getLogger(__name__)
+
+#: Sends one heartbeat: (run id, body) -> the answer; raises the registry's typed errors.
+Beat = Callable[[int, dict[str, Any]], Any]
+
+
+class Heartbeat:
+    """Renews one run's lease in a background thread.
+
+    ``lost`` becomes ``"cancelled"`` when the service says the run was cancelled, or
+    ``"lease"`` when the lease is no longer current (expired and reaped, re-claimed); the run
+    must then stop. An unreachable service is retried at the next beat: the lease may still be
+    current when it answers again, and if not, the 409 then says so.
+    """
+
+    def __init__(
+        self,
+        beat: Beat,
+        run_id: int,
+        lease: int,
+        lease_seconds: float,
+        progress: Callable[[], dict[str, Any] | None] = lambda: None,
+    ) -> None:
+        self.beat, self.run_id, self.lease = beat, run_id, lease
+        self.interval = max(lease_seconds / 3.0, 0.05)
+        self.progress = progress
+        self.lost: str | None = None
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"heartbeat-run-{run_id}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop beating and wait for the thread."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.beat_once():
+                return
+
+    def beat_once(self) -> bool:
+        """One renewal; False when the run must stop (the lease is gone)."""
+        body: dict[str, Any] = {"lease": self.lease}
+        progress = self.progress()
+        if progress is not None:
+            body["progress"] = progress
+        try:
+            self.beat(self.run_id, body)
+        except errors.Conflict as exc:
+            self.lost = "cancelled" if exc.extra.get("cancel_requested") else "lease"
+            log.warning("run %s: %s; stopping it", self.run_id, exc.message)
+            return False
+        except errors.RegistryError as exc:
+            self.failures += 1
+            log.warning("run %s: heartbeat failed (%s); retrying", self.run_id, exc.message)
+        else:
+            self.failures = 0
+        return True
+
+
+class Progress:
+    """The run's latest progress (sent with heartbeats), logged, and claim->first-step timed."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, job: Mapping[str, Any]) -> None:
+        self.job = job
+        self.info: dict[str, Any] | None = None
+        self.first_step_s: float | None = None
+        self._logged_at = 0.0
+        self._phase: str | None = None
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        self.info = {k: v for k, v in info.items() if isinstance(v, str | int | float | None)}
+        if self.first_step_s is None and info.get("step"):
+            self.first_step_s = self._claim_to_first_step(info)
+            log.info(
+                "run=%s claim->first-step %.3fs (training loop start)",
+                self.job["run"]["id"],
+                self.first_step_s,
+            )
+        now = time.monotonic()
+        if info.get("phase") != self._phase or now - self._logged_at >= self.LOG_EVERY_S:
+            self._phase, self._logged_at = info.get("phase"), now
+            fields = " ".join(f"{k}={_short(v)}" for k, v in self.info.items())
+            log.info("run=%s %s", self.job["run"]["id"], fields)
+
+    def latest(self) -> dict[str, Any] | None:
+        return self.info
+
+    def _claim_to_first_step(self, info: Mapping[str, Any]) -> float:
+        """When the loop started, from the step count and throughput the first report gives."""
+        now = time.monotonic()
+        t, d = self.job["config"]["training"], self.job["config"]["data"]
+        tokens_per_step = (
+            t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] * d["seq_len"]
+        )
+        rate = float(info.get("tokens_per_second") or 0.0)
+        in_loop = info["step"] * tokens_per_step / rate if rate > 0 else 0.0
+        return max(0.0, now - in_loop - float(self.job.get("claimed_at", now)))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
