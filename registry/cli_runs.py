@@ -42,21 +42,93 @@ def runs() -> None:
 
 @runs.command("list")
 @click.option("--filter", "filter_", metavar="EXPR", help="e.g. \"status = 'succeeded'\"")
-@click.option("--order-by", metavar="KEY", help="e.g. 'created_at DESC' (the default)")
+@click.option("--order-by", metavar="KEY", help="e.g. 'metrics.val_loss ASC' (default: newest)")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="print the JSON answer")
-def runs_list(filter_: str | None, order_by: str | None, limit: int, as_json: bool) -> None:
-    """List runs, newest first."""
+@click.option("--all", "all_pages", is_flag=True, help="follow the cursor through every page")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="same as --format json")
+def runs_list(
+    filter_: str | None,
+    order_by: str | None,
+    limit: int,
+    all_pages: bool,
+    fmt: str,
+    as_json: bool,
+) -> None:
+    """List runs matching a filter (the filter language), newest first by default."""
     params: dict[str, Any] = {"limit": limit}
     if filter_:
         params["filter"] = filter_
     if order_by:
         params["order_by"] = order_by
-    found = current_client().request("GET", f"{API}/runs", params=params)["runs"]
-    if as_json:
+    found = _fetch_runs(params, all_pages)
+    fmt = "json" if as_json else fmt
+    if fmt == "json":
         echo_json(found)
-        return
-    click.echo(format_table(found))
+    elif fmt == "csv":
+        click.echo(format_csv(found), nl=False)
+    else:
+        click.echo(format_table(found))
+
+
+def _fetch_runs(params: dict[str, Any], all_pages: bool) -> list[dict[str, Any]]:
+    """One page of runs, or every page when ``all_pages`` (following ``next_cursor``)."""
+    client = current_client()
+    found: list[dict[str, Any]] = []
+    while True:
+        answer = client.request("GET", f"{API}/runs", params=params)
+        found += answer["runs"]
+        cursor = answer.get("next_cursor")
+        if not all_pages or not cursor:
+            return found
+        params = {**params, "cursor": cursor}
+
+
+CSV_COLUMNS = (
+    "id",
+    "config",
+    "version",
+    "config_hash",
+    "kind",
+    "status",
+    "attempt",
+    "queue",
+    "worker",
+    "seed",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "mlflow_run_id",
+    "reproduces",
+    "identical",
+    "provenance_complete",
+)
+
+
+def format_csv(found: list[dict[str, Any]]) -> str:
+    """Runs as CSV: the run's fields, then one ``metrics.NAME`` column per metric seen."""
+    import csv
+    import io
+
+    metric_names = sorted({k for run in found for k in (run.get("metrics") or {})})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*CSV_COLUMNS, *(f"metrics.{m}" for m in metric_names)])
+    for run in found:
+        metrics = run.get("metrics") or {}
+        writer.writerow(
+            [
+                *("" if run.get(c) is None else run.get(c) for c in CSV_COLUMNS),
+                *("" if metrics.get(m) is None else metrics[m] for m in metric_names),
+            ]
+        )
+    return out.getvalue()
 
 
 def format_table(found: list[dict[str, Any]]) -> str:

@@ -68,6 +68,12 @@ class Conflict(RegistryError):
     code = "conflict"
 
 
+class DuplicateRun(Conflict):
+    """This config hash, seed and code version already succeeded; pass force to run it again."""
+
+    code = "duplicate_run"
+
+
 class StaleLease(Conflict):
     """The lease is no longer current: the run was re-claimed, cancelled or finished."""
 

@@ -38,7 +38,11 @@ REQUIRED_PROVENANCE = (
 )
 
 #: Metrics that measure the machine, not the model: they differ between identical re-runs.
-_TIMING_METRIC = re.compile(r"per_second|per_sec|_seconds?$|_time$|duration|throughput", re.I)
+# Measurements of the machine, not of the model: a re-run gets their deltas, but they do not
+# decide whether it reproduced.
+_TIMING_METRIC = re.compile(
+    r"per_second|per_sec|_seconds?$|_time$|duration|throughput|memory", re.I
+)
 
 # Core tables with only the columns backfill needs: stable for migration 0003 whatever the
 # ORM classes become later.
@@ -134,8 +138,8 @@ def reproduction_result(
 ) -> dict[str, Any]:
     """``{"deltas": {metric: rerun - original or None}, "identical": bool}``.
 
-    Identical means the same model metrics, bit for bit; timing metrics (tokens_per_second
-    and the like) get a delta but do not count, since they measure the machine.
+    Identical means the same model metrics, bit for bit; timing and memory metrics
+    (tokens_per_second, peak_memory_mb) get a delta but do not count: they measure the machine.
     """
     a, b = flatten(original or {}), flatten(rerun or {})
     deltas: dict[str, float | None] = {}

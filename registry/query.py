@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from registry.errors import BadRequest
 from registry.models import Config, ConfigVersion, Run, RunMetric, VersionParam
@@ -83,36 +86,70 @@ class InvalidCursor(BadRequest):
 # --- filters ---------------------------------------------------------------------------------
 
 
-def compile_filter(node: Node) -> ColumnElement[bool]:
-    """The WHERE clause of ``node``; never NULL, so NOT is plain negation."""
+class _NoIndex(ColumnElement[Any]):
+    """``+column`` on SQLite, the column elsewhere: the same value, but SQLite's planner cannot
+    use an index for a term on it (the documented way to steer it), so another term drives."""
+
+    inherit_cache = True
+    _traverse_internals = [("col", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, col: Any) -> None:
+        self.col = col
+        self.type = col.type
+
+
+@compiles(_NoIndex)
+def _compile_plain(element: _NoIndex, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.col, **kw))
+
+
+@compiles(_NoIndex, "sqlite")
+def _compile_unary_plus(element: _NoIndex, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.col, **kw))
+
+
+def _wrap(col: Any, hint: bool) -> Any:
+    return _NoIndex(col) if hint else col
+
+
+def compile_filter(node: Node, *, hint: bool = False) -> ColumnElement[bool]:
+    """The WHERE clause of ``node``; never NULL, so NOT is plain negation.
+
+    ``hint`` (SQLite) compiles the same logic so that no term can drive the query through an
+    index (columns wrapped by :class:`_NoIndex`, metric clauses as correlated EXISTS probes of
+    the run's own metric row): the query's order or a driving term chosen by :func:`_plan`
+    then decides the access path, not SQLite's statistics-free guess.
+    """
     if isinstance(node, And):
-        return sa.and_(*(compile_filter(n) for n in node.items))
+        return sa.and_(*(compile_filter(n, hint=hint) for n in node.items))
     if isinstance(node, Or):
-        return sa.or_(*(compile_filter(n) for n in node.items))
+        return sa.or_(*(compile_filter(n, hint=hint) for n in node.items))
     if isinstance(node, Not):
-        return sa.not_(compile_filter(node.item))
+        return sa.not_(compile_filter(node.item, hint=hint))
     if isinstance(node, In):
-        matched = _compile_in(node.key, node.values)
+        matched = _compile_in(node.key, node.values, hint)
         return sa.not_(matched) if node.negated else matched
     if node.op == "NOT LIKE":
-        return sa.not_(_compile_compare(node.key, "LIKE", node.value))
-    return _compile_compare(node.key, node.op, node.value)
+        return sa.not_(_compile_compare(node.key, "LIKE", node.value, hint))
+    return _compile_compare(node.key, node.op, node.value, hint)
 
 
-def _compile_compare(key: Key, op: str, value: Value) -> ColumnElement[bool]:
+def _compile_compare(key: Key, op: str, value: Value, hint: bool = False) -> ColumnElement[bool]:
     if key.kind == "column":
-        return _column_compare(key.name, op, value)
+        return _column_compare(key.name, op, value, hint)
     if key.kind == "metric":
         if value is None:
             present = RunMetric.key == key.name
-            return _metric_in(present) if op == "!=" else sa.not_(_metric_in(present))
+            found = _metric_in(present, hint)
+            return found if op == "!=" else sa.not_(found)
         return _metric_in(
-            sa.and_(RunMetric.key == key.name, _OPS[op](RunMetric.value, _float(value)))
+            sa.and_(RunMetric.key == key.name, _OPS[op](RunMetric.value, _float(value))), hint
         )
     if value is None:
         present = sa.or_(VersionParam.num.is_not(None), VersionParam.text.is_not(None))
-        return _param_in(key.name, present) if op == "!=" else sa.not_(_param_in(key.name, present))
-    return _param_in(key.name, _param_test(op, value))
+        found = _param_in(key.name, present, hint)
+        return found if op == "!=" else sa.not_(found)
+    return _param_in(key.name, _param_test(op, value), hint)
 
 
 def _param_test(op: str, value: Value) -> ColumnElement[bool]:
@@ -125,8 +162,8 @@ def _param_test(op: str, value: Value) -> ColumnElement[bool]:
     return _OPS[op](VersionParam.text, value)
 
 
-def _column_compare(name: str, op: str, value: Value) -> ColumnElement[bool]:
-    col = _COLUMNS[name]
+def _column_compare(name: str, op: str, value: Value, hint: bool = False) -> ColumnElement[bool]:
+    col = _wrap(_COLUMNS[name], hint)
     kind, nullable = COLUMN_KEYS[name]
     if value is None:
         return col.is_(None) if op == "=" else col.is_not(None)
@@ -140,38 +177,49 @@ def _column_compare(name: str, op: str, value: Value) -> ColumnElement[bool]:
     return sa.and_(col.is_not(None), test) if nullable else test
 
 
-def _compile_in(key: Key, values: tuple[Value, ...]) -> ColumnElement[bool]:
+def _compile_in(key: Key, values: tuple[Value, ...], hint: bool = False) -> ColumnElement[bool]:
     present = [v for v in values if v is not None]
     parts: list[ColumnElement[bool]] = []
     if None in values:
-        parts.append(_compile_compare(key, "=", None))
+        parts.append(_compile_compare(key, "=", None, hint))
     if present and key.kind == "column":
-        col = _COLUMNS[key.name]
+        col = _wrap(_COLUMNS[key.name], hint)
         kind, nullable = COLUMN_KEYS[key.name]
         bound = [_int_or_float(v) for v in present] if kind == "int" else present
         test = col.in_(bound)
         parts.append(sa.and_(col.is_not(None), test) if nullable else test)
     elif present and key.kind == "metric":
         nums = [_float(v) for v in present]
-        parts.append(_metric_in(sa.and_(RunMetric.key == key.name, RunMetric.value.in_(nums))))
+        parts.append(
+            _metric_in(sa.and_(RunMetric.key == key.name, RunMetric.value.in_(nums)), hint)
+        )
     elif present:
-        texts = [_text(v) for v in present if isinstance(v, str | bool)]
-        nums = [_float(v) for v in present if not isinstance(v, str | bool)]
-        tests = []
-        if nums:
-            tests.append(VersionParam.num.in_(nums))
-        if texts:
-            tests.append(VersionParam.text.in_(texts))
-        parts.append(_param_in(key.name, sa.or_(*tests)))
+        parts.append(_param_in(key.name, _param_in_test(present), hint))
     return sa.or_(*parts)
 
 
-def _param_in(path: str, test: ColumnElement[bool]) -> ColumnElement[bool]:
-    sub = sa.select(VersionParam.version_id).where(VersionParam.key == path, test)
-    return Run.config_version_id.in_(sub)
+def _param_in_test(values: list[Value]) -> ColumnElement[bool]:
+    texts = [_text(v) for v in values if isinstance(v, str | bool)]
+    nums = [_float(v) for v in values if not isinstance(v, str | bool)]
+    tests = []
+    if nums:
+        tests.append(VersionParam.num.in_(nums))
+    if texts:
+        tests.append(VersionParam.text.in_(texts))
+    return sa.or_(*tests)
 
 
-def _metric_in(test: ColumnElement[bool]) -> ColumnElement[bool]:
+def _param_sub(path: str, test: ColumnElement[bool]) -> Any:
+    return sa.select(VersionParam.version_id).where(VersionParam.key == path, test)
+
+
+def _param_in(path: str, test: ColumnElement[bool], hint: bool = False) -> ColumnElement[bool]:
+    return _wrap(Run.config_version_id, hint).in_(_param_sub(path, test))
+
+
+def _metric_in(test: ColumnElement[bool], hint: bool = False) -> ColumnElement[bool]:
+    if hint:  # a primary-key probe of (run_id, key) per candidate run, not a list of them all
+        return sa.exists().where(RunMetric.run_id == Run.id, test)
     return Run.id.in_(sa.select(RunMetric.run_id).where(test))
 
 
@@ -212,25 +260,31 @@ class _Sort:
             object.__setattr__(self, "id_col", Run.id)
 
 
-def _sort(order: OrderBy | None, part: str) -> _Sort:
+def _sort(order: OrderBy | None, part: str, driven: bool = False) -> _Sort:
     """The sort of ``order``; ``part`` is ``all`` (outer join), ``present`` (inner join, the
-    runs holding a value) or ``lacking`` (the others, by id; null sort values)."""
+    runs holding a value) or ``lacking`` (the others, by id; null sort values).
+
+    ``driven`` (SQLite, when a selective term drives the query): the sort's index must not
+    serve the order, so SQLite reaches the few candidate runs first and sorts them.
+    """
     if order is None:
-        return _Sort([], lambda s: s)
+        return _Sort([], lambda s: s, _wrap(Run.id, driven))
     key = order.key
     if key.kind == "column":
-        return _Sort([_COLUMNS[key.name]], lambda s: s, nullable=COLUMN_KEYS[key.name][1])
+        col = _wrap(_COLUMNS[key.name], driven)
+        return _Sort([col], lambda s: s, _wrap(Run.id, driven), COLUMN_KEYS[key.name][1])
     if part == "lacking":
         return _Sort([], lambda s: s.where(_lacking(key)))
     if key.kind == "metric":
         rm = aliased(RunMetric)
-        on = sa.and_(rm.run_id == Run.id, rm.key == key.name)
+        on = sa.and_(rm.run_id == Run.id, _wrap(rm.key, driven) == key.name)
         if part == "present":
             # value is NOT NULL and run_id = runs.id: the (key, value, run_id) index is the order.
-            return _Sort([rm.value], lambda s: s.join(rm, on), rm.run_id, nullable=False)
+            value = _wrap(rm.value, driven)
+            return _Sort([value], lambda s: s.join(rm, on), rm.run_id, nullable=False)
         return _Sort([rm.value], lambda s: s.outerjoin(rm, on))
     vp = aliased(VersionParam)
-    on = sa.and_(vp.version_id == Run.config_version_id, vp.key == key.name)
+    on = sa.and_(vp.version_id == Run.config_version_id, _wrap(vp.key, driven) == key.name)
     if part == "present":
         on = sa.and_(on, sa.or_(vp.num.is_not(None), vp.text.is_not(None)))
         return _Sort([vp.num, vp.text], lambda s: s.join(vp, on))
@@ -261,15 +315,34 @@ def _requires(node: Node | None, key: Key) -> bool:
     return False
 
 
+def _items(node: Node | None) -> tuple[Node, ...]:
+    """The clauses of ``node``'s top-level AND (``node`` alone when it is not an AND)."""
+    return node.items if isinstance(node, And) else (node,) if node is not None else ()
+
+
+def _pushed(node: Node | None, key: Key) -> list[Compare]:
+    """The top-level AND's range tests on the metric ``key``."""
+    return [
+        n
+        for n in _items(node)
+        if isinstance(n, Compare) and n.key == key and n.op in ("<", "<=", ">", ">=", "=")
+        and n.value is not None
+    ]
+
+
 def _pushdown(node: Node | None, key: Key, expr: Any) -> list[ColumnElement[bool]]:
     """Range tests of ``node``'s top-level AND on the metric ``key``, restated on the sort
     column ``expr`` so the ordered index scan starts and stops where they say."""
-    items = node.items if isinstance(node, And) else (node,) if node is not None else ()
-    return [
-        _OPS[n.op](expr, _float(n.value))
-        for n in items
-        if isinstance(n, Compare) and n.key == key and n.op in ("<", "<=", ">", ">=", "=")
-    ]
+    return [_OPS[n.op](expr, _float(n.value)) for n in _pushed(node, key)]
+
+
+def _without(node: Node | None, drop: list[Compare]) -> Node | None:
+    """``node`` less the top-level AND clauses in ``drop`` (restated on the joined sort row,
+    where they are the same test: testing them again would build a list of every run)."""
+    if not drop:
+        return node
+    rest = tuple(n for n in _items(node) if not any(n is d for d in drop))
+    return None if not rest else rest[0] if len(rest) == 1 else And(rest)
 
 
 def _after(sort: _Sort, values: list[Any], last_id: int, desc: bool) -> ColumnElement[bool]:
@@ -360,26 +433,47 @@ def build_query(
     return _select(node, order, limit, after)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How one select is shaped. Default: plain SQL, the database's planner decides (what
+    PostgreSQL, with its statistics, does well). ``hint`` (SQLite): no filter term may use an
+    index, so either ``driver`` (a selective term, repeated as a plain WHERE term) reaches the
+    candidate runs and they are sorted, or, with no driver, the order's own index is walked
+    and LIMIT stops it early."""
+
+    hint: bool = False
+    driver: ColumnElement[bool] | None = None
+
+
+_DEFAULT = _Plan()
+
+
 def _select(
     node: Node | None,
     order: OrderBy | None,
     limit: int,
     after: tuple[list[Any], int] | None,
     part: str = "all",
+    plan: _Plan = _DEFAULT,
 ) -> Any:
     """One select; ``part`` is ``all``, or for a param/metric order ``present`` or ``lacking``."""
     desc = bool(order and order.descending)
-    sort = _sort(order, part)
+    sort = _sort(order, part, driven=plan.driver is not None)
     width = 2 if order and order.key.kind == "param" else 1 if order else 0
     query = sort.join(sa.select(Run, *(sort.exprs or [sa.null()] * width)))
     if _uses(node, order, {"config", "version", "config_hash"}):
         query = query.join(ConfigVersion, ConfigVersion.id == Run.config_version_id)
     if _uses(node, order, {"config"}):
         query = query.join(Config, Config.id == ConfigVersion.config_id)
-    if node is not None:
-        query = query.where(compile_filter(node))
+    pushed: list[Compare] = []
     if part == "present" and order is not None and order.key.kind == "metric":
+        pushed = _pushed(node, order.key)
         query = query.where(*_pushdown(node, order.key, sort.exprs[0]))
+    rest = _without(node, pushed)
+    if rest is not None:
+        query = query.where(compile_filter(rest, hint=plan.hint))
+    if plan.driver is not None:
+        query = query.where(plan.driver)
     if after is not None:
         values, last_id = after
         query = query.where(_after(sort, values[: len(sort.exprs)], last_id, desc))
@@ -400,16 +494,130 @@ def _fetch(
     then, if the page is not full and the filter lets such runs through, those lacking it.
     """
     after = decode_cursor(cursor, order) if cursor else None
+    plan = _plan(session, node, order, limit)
     if order is None or order.key.kind == "column":
-        return list(session.execute(_select(node, order, limit, after)).all())
+        return list(session.execute(_select(node, order, limit, after, plan=plan)).all())
     in_lacking = after is not None and all(v is None for v in after[0])
     rows = [] if in_lacking else list(
-        session.execute(_select(node, order, limit, after, "present")).all()
+        session.execute(_select(node, order, limit, after, "present", plan)).all()
     )
     if len(rows) < limit and not _requires(node, order.key):
         rest = after if in_lacking else None
         rows += session.execute(_select(node, order, limit - len(rows), rest, "lacking")).all()
     return rows
+
+
+#: Candidate runs counted, at most, to size a driving term (an index-only count).
+COUNT_CAP = 5000
+#: Column orders an index serves (ids are SQLite's rowids).
+_INDEXED_ORDERS = frozenset({"id", "created_at"})
+
+
+def _plan(session: Session, node: Node | None, order: OrderBy | None, limit: int) -> _Plan:
+    """SQLite only (it keeps no statistics unless someone runs ANALYZE, and even then cannot
+    size an ``IN (SELECT ...)`` list): choose between walking the order's index and driving
+    from the most selective top-level term, by counting each candidate term's runs up to a
+    cap in one statement. Walking the order costs about ``limit / selectivity`` probes,
+    driving about ``matches`` rows and a sort: drive when a term matches fewer than
+    ``sqrt(limit * runs)`` runs."""
+    if node is None or session.get_bind().dialect.name != "sqlite":
+        return _DEFAULT
+    ordered = order is None or order.key.kind != "column" or order.key.name in _INDEXED_ORDERS
+    sort_metric = order.key if order is not None and order.key.kind == "metric" else None
+    drivers: list[tuple[ColumnElement[bool], Any]] = []  # (driving term, the ids it selects)
+    versions = [sub for item in _items(node) if (sub := _version_sub(item)) is not None]
+    if versions:
+        matched = versions[0] if len(versions) == 1 else sa.intersect(*versions)
+        term = Run.config_version_id.in_(matched)
+        drivers.append((term, sa.select(Run.id).where(term)))
+    for item in _items(node):
+        if sort_metric is not None and getattr(item, "key", None) == sort_metric:
+            continue  # the ordered walk of the sort metric's index covers these
+        if (test := _metric_test(item)) is not None:
+            ids = sa.select(RunMetric.run_id).where(test)
+            drivers.append((Run.id.in_(ids), ids))
+        if (statuses := _status_values(item)) is not None:
+            term = Run.status.in_(statuses)
+            drivers.append((term, sa.select(Run.id).where(term)))
+    ranged = None
+    if sort_metric is not None and (tests := _pushdown(node, sort_metric, RunMetric.value)):
+        ranged = sa.select(RunMetric.run_id).where(RunMetric.key == sort_metric.name, *tests)
+    counted = [ids for _, ids in drivers] + ([ranged] if ranged is not None else [])
+    if not counted:
+        return _Plan(hint=ordered)
+    total = sa.select(sa.func.max(Run.id)).scalar_subquery()
+    capped = [
+        sa.select(sa.func.count()).select_from(ids.limit(COUNT_CAP).subquery()).scalar_subquery()
+        for ids in counted
+    ]
+    runs, *counts = session.execute(sa.select(total, *capped)).one()
+    threshold = min(COUNT_CAP, max(1.0, ((limit + 1) * (runs or 0)) ** 0.5))
+    if ranged is not None and counts[-1] < threshold:
+        return _Plan(hint=True)  # the order's own range is short: walk it
+    if drivers:
+        best = min(range(len(drivers)), key=lambda i: counts[i])
+        if counts[best] < threshold:
+            return _Plan(hint=True, driver=drivers[best][0])
+    return _Plan(hint=True) if ordered else _DEFAULT
+
+
+def _version_sub(item: Node) -> Any:
+    """The config versions every run matching ``item`` runs, as a select, or None when
+    ``item`` says nothing of the version (or lets runs of any version through)."""
+    if isinstance(item, Compare) and item.op != "NOT LIKE":
+        op, value = item.op, item.value
+    elif isinstance(item, In) and not item.negated and None not in item.values:
+        op, value = "IN", None
+    else:
+        return None
+    key = item.key
+    if key.kind == "param":
+        if isinstance(item, In):
+            return _param_sub(key.name, _param_in_test(list(item.values)))
+        if value is None:
+            if op != "!=":
+                return None
+            test = sa.or_(VersionParam.num.is_not(None), VersionParam.text.is_not(None))
+        else:
+            test = _param_test(op, value)
+        return _param_sub(key.name, test)
+    if key.kind == "column" and key.name in ("config", "version", "config_hash"):
+        if isinstance(item, In):
+            test = _compile_in(key, item.values)
+        elif value is None:
+            return None
+        else:
+            test = _column_compare(key.name, op, value)
+        sub = sa.select(ConfigVersion.id)
+        if key.name == "config":
+            sub = sub.join(Config, Config.id == ConfigVersion.config_id)
+        return sub.where(test)
+    return None
+
+
+def _metric_test(item: Node) -> ColumnElement[bool] | None:
+    """The ``run_metrics`` rows a run matching ``item`` must hold, or None."""
+    if isinstance(item, Compare) and item.key.kind == "metric" and item.op in _OPS:
+        if item.value is None:
+            return RunMetric.key == item.key.name if item.op == "!=" else None
+        return sa.and_(RunMetric.key == item.key.name,
+                       _OPS[item.op](RunMetric.value, _float(item.value)))
+    if isinstance(item, In) and item.key.kind == "metric" and not item.negated:
+        if None in item.values:
+            return None
+        nums = [_float(v) for v in item.values]
+        return sa.and_(RunMetric.key == item.key.name, RunMetric.value.in_(nums))
+    return None
+
+
+def _status_values(item: Node) -> list[str] | None:
+    """The statuses a run matching ``item`` has, or None."""
+    if isinstance(item, Compare) and item.key == Key("column", "status") and item.op == "=":
+        return [str(item.value)]
+    if isinstance(item, In) and item.key == Key("column", "status") and not item.negated:
+        if None not in item.values:
+            return [str(v) for v in item.values]
+    return None
 
 
 def search_runs(
@@ -427,10 +635,30 @@ def search_runs(
     order = parse_order_by(order_by, param_paths=param_paths) if order_by else None
     rows = _fetch(session, node, order, limit + 1, cursor)
     runs = [row[0] for row in rows[:limit]]
+    _preload_versions(session, runs)
     if len(rows) <= limit:
         return runs, None
     last = rows[limit - 1]
     return runs, encode_cursor(order, list(last[1:]), last[0].id)
+
+
+def _preload_versions(session: Session, runs: list[Run]) -> None:
+    """Load the page's versions and configs in one query and attach them to the runs, so that
+    reading ``run.version.config`` (as every caller shows a run) costs no query per run. (Only
+    loading them is not enough: the identity map holds objects weakly.)"""
+    ids = {r.config_version_id for r in runs}
+    if not ids:
+        return
+    versions = {
+        v.id: v
+        for v in session.scalars(
+            sa.select(ConfigVersion)
+            .where(ConfigVersion.id.in_(ids))
+            .options(joinedload(ConfigVersion.config, innerjoin=True))
+        )
+    }
+    for run in runs:
+        set_committed_value(run, "version", versions[run.config_version_id])
 
 
 def _check_limit(limit: int) -> None:

@@ -26,14 +26,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from registry.db import is_postgres, utcnow
-from registry.errors import BadRequest, Conflict, NotFound, StaleLease
+from registry.errors import BadRequest, Conflict, DuplicateRun, NotFound, StaleLease
 from registry.indexing import index_finished_run
-from registry.models import RUN_KINDS, Config, ConfigVersion, Run, Worker
+from registry.models import RUN_KINDS, ConfigVersion, Run, Worker
 
 MAX_ATTEMPTS = 3
 FINISHED = ("succeeded", "failed", "cancelled")
 COMPLETION_STATUSES = ("succeeded", "failed", "cancelled")
-ORDER_KEYS = {"created_at": Run.created_at, "id": Run.id}
 
 
 def db_now(session: Session) -> dt.datetime:
@@ -78,8 +77,15 @@ def enqueue(
     reproduces: int | None = None,
     seed: int | None = None,
     created_by: str | None = None,
+    *,
+    force: bool = True,
+    code_version: str | None = None,
 ) -> Run:
-    """Queue a ``train`` or ``evaluate`` run of ``version``; evaluate needs a trained from_run."""
+    """Queue a ``train`` or ``evaluate`` run of ``version``; evaluate needs a trained from_run.
+
+    Unless ``force``, a train run whose config hash and seed already succeeded with
+    ``code_version`` is refused with DuplicateRun (409) naming that run.
+    """
     if kind not in RUN_KINDS:
         raise BadRequest(f"kind must be one of {', '.join(RUN_KINDS)}; got {kind!r}", field="kind")
     if not queue or len(queue) > 100:
@@ -90,6 +96,8 @@ def enqueue(
         raise BadRequest("from_run is only for kind 'evaluate'", field="from_run")
     if seed is None:
         seed = int(version.document.get("training", {}).get("seed", 42))
+    if kind == "train" and not force and code_version:
+        _refuse_duplicate(session, version, seed, code_version)
     run = Run(
         config_version_id=version.id,
         kind=kind,
@@ -106,6 +114,36 @@ def enqueue(
     session.add(run)
     session.flush()
     return _loaded(session, run.id)
+
+
+def find_duplicate(
+    session: Session, version: ConfigVersion, seed: int, code_version: str
+) -> Run | None:
+    """The first succeeded train run of the same config hash and seed made by ``code_version``."""
+    candidates = session.scalars(
+        select(Run)
+        .join(ConfigVersion, Run.config_version_id == ConfigVersion.id)
+        .where(
+            ConfigVersion.hash == version.hash,
+            Run.kind == "train",
+            Run.status == "succeeded",
+            Run.seed == seed,
+        )
+        .order_by(Run.id)
+    )
+    return next(
+        (r for r in candidates if (r.provenance or {}).get("code_version") == code_version), None
+    )
+
+
+def _refuse_duplicate(session: Session, version: ConfigVersion, seed: int, code: str) -> None:
+    done = find_duplicate(session, version, seed, code)
+    if done is not None:
+        raise DuplicateRun(
+            f"run {done.id} already trained this config (hash {version.hash[:12]}, seed {seed}) "
+            f"with code {code}; see its results, or pass force to train again",
+            run=done.id,
+        )
 
 
 def _check_evaluable(session: Session, from_run: int | None) -> None:
@@ -411,81 +449,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def list_runs(
-    session: Session,
-    status: str | None = None,
-    config: str | None = None,
-    queue: str | None = None,
-    kind: str | None = None,
-    limit: int = 100,
-    order_by: str = "created_at DESC",
-) -> list[Run]:
-    """Runs matching plain equality filters, ordered by ``created_at`` or ``id``."""
-    stmt = (
-        select(Run)
-        .join(Run.version)
-        .join(ConfigVersion.config)
-        .options(joinedload(Run.version).joinedload(ConfigVersion.config))
-    )
-    pairs: list[tuple[Any, str | None]] = [
-        (Run.status, status),
-        (Config.name, config),
-        (Run.queue, queue),
-        (Run.kind, kind),
-    ]
-    stmt = stmt.where(*(column == value for column, value in pairs if value is not None))
-    stmt = stmt.order_by(*_ordering(order_by))
-    return list(session.scalars(stmt.limit(max(1, min(int(limit), 1000)))))
-
-
-def _ordering(order_by: str) -> list[Any]:
-    """``"created_at DESC"`` -> the ORDER BY columns, ties broken by id the same way."""
-    key, _, direction = order_by.strip().partition(" ")
-    direction = direction.strip().upper() or "ASC"
-    if key not in ORDER_KEYS or direction not in ("ASC", "DESC"):
-        raise BadRequest(
-            f"order_by must be one of {', '.join(ORDER_KEYS)} [ASC|DESC]; got {order_by!r}",
-            field="order_by",
-        )
-    return [c.desc() if direction == "DESC" else c.asc() for c in (ORDER_KEYS[key], Run.id)]
-
-
-def register_worker(
-    session: Session,
-    worker_id: str,
-    now: dt.datetime,
-    host: str | None = None,
-    devices: dict[str, Any] | None = None,
-    queues: Sequence[str] | None = None,
-) -> Worker:
-    """Create or refresh a worker's record."""
-    if not worker_id or len(worker_id) > 200:
-        raise BadRequest("worker must be 1-200 characters", field="worker")
-    worker = session.get(Worker, worker_id)
-    if worker is None:
-        worker = Worker(id=worker_id, started_at=now)
-        session.add(worker)
-    worker.host = host
-    worker.devices = devices
-    worker.queues = list(queues) if queues is not None else None
-    worker.last_heartbeat_at = now
-    session.flush()
-    return worker
-
-
-def worker_heartbeat(session: Session, worker_id: str, now: dt.datetime) -> Worker:
-    """Mark a worker alive; 404 when it never registered."""
-    worker = session.get(Worker, worker_id)
-    if worker is None:
-        raise NotFound(f"no worker {worker_id!r}; register first", worker=worker_id)
-    worker.last_heartbeat_at = now
-    session.flush()
-    return worker
-
-
-def list_workers(session: Session) -> list[Worker]:
-    """Every worker, the most recently seen first."""
-    stmt = select(Worker).order_by(Worker.last_heartbeat_at.desc().nulls_last(), Worker.id)
-    return list(session.scalars(stmt))

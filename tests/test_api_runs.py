@@ -110,9 +110,10 @@ def test_list_runs_filters_and_orders(client: FlaskClient, auth: Auth, versions:
     assert ids("?filter=queue = 'gpu' AND kind = \"train\"") == [b["id"]]
     assert ids("?filter=status = 'running'") == []
     bad = client.get("/api/v1/runs?filter=status ~ 'x'", headers=auth())
-    assert bad.status_code == 400 and bad.get_json()["position"] == 0
+    assert bad.status_code == 400 and bad.get_json()["position"] == 7
+    assert bad.get_json()["expected"]
     assert client.get("/api/v1/runs?limit=0", headers=auth()).status_code == 400
-    assert client.get("/api/v1/runs?order_by=seed", headers=auth()).status_code == 400
+    assert client.get("/api/v1/runs?order_by=nonsense", headers=auth()).status_code == 400
 
 
 def test_claim_heartbeat_complete(client: FlaskClient, auth: Auth, versions: None) -> None:
@@ -244,3 +245,27 @@ def test_expired_lease_is_reaped_on_listing(
     ]
     stale = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": 1})
     assert stale.status_code == 409
+
+
+def test_list_runs_pages_with_a_cursor(client: FlaskClient, auth: Auth, versions: None) -> None:
+    made = [queue_run(client, auth)["id"] for _ in range(5)]
+    seen: list[int] = []
+    cursor = ""
+    for _ in range(5):
+        page = client.get(f"/api/v1/runs?order_by=id ASC&limit=2{cursor}", headers=auth("viewer"))
+        body = page.get_json()
+        seen += [r["id"] for r in body["runs"]]
+        if body["next_cursor"] is None:
+            break
+        cursor = f"&cursor={body['next_cursor']}"
+    assert seen == made
+
+
+def test_the_full_filter_language_reaches_the_api(
+    client: FlaskClient, auth: Auth, versions: None
+) -> None:
+    a = queue_run(client, auth)
+    b = queue_run(client, auth, config="other", queue="gpu")
+    expr = f"(queue = 'gpu' OR id IN ({a['id']})) AND NOT status = 'failed'"
+    listed = client.get("/api/v1/runs", query_string={"filter": expr}, headers=auth("viewer"))
+    assert sorted(r["id"] for r in listed.get_json()["runs"]) == sorted([a["id"], b["id"]])

@@ -3,6 +3,8 @@ MLflow SQLite store read back with MlflowClient, and the tiny-cpu preset."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -212,6 +214,20 @@ def test_train_evaluate_and_reproduce(
     assert eval_tags["registry.from_run"] == str(train["id"])
     shown = cli(server, admin, "runs", "show", str(train["id"]))
     assert "succeeded" in shown and trained["mlflow_run_id"] in shown
+
+    # The reproduction is verified and queryable; the CLI pages and prints CSV.
+    copy = get_run(server, admin, copy["id"])
+    assert copy["identical"] is True and copy["reproduction"]["identical"] is True
+    expr = f"reproduces = {train['id']} AND identical = true"
+    assert [
+        r["id"] for r in server.get("/runs", admin, params={"filter": expr}).json()["runs"]
+    ] == [copy["id"]]
+    rows = cli(server, admin, "runs", "list", "--format", "csv", "--limit", "1", "--all")
+    parsed = list(csv.DictReader(io.StringIO(rows)))
+    assert sorted(int(r["id"]) for r in parsed) == sorted(
+        [train["id"], evaluated["id"], copy["id"]]
+    )
+    assert parsed[0]["metrics.val_loss"]
 
 
 def test_sigterm_hands_the_run_back_and_kills_its_mlflow_run(

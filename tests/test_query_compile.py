@@ -412,9 +412,14 @@ def test_bad_cursor_and_limit(session: Session, runs: list[dict[str, Any]]) -> N
 
 
 def test_reproduction_result() -> None:
-    same = reproduction_result({"val_loss": 2.0, "tokens_per_second": 10.0},
-                               {"val_loss": 2.0, "tokens_per_second": 12.5})
-    assert same == {"deltas": {"tokens_per_second": 2.5, "val_loss": 0.0}, "identical": True}
+    same = reproduction_result(
+        {"val_loss": 2.0, "tokens_per_second": 10.0, "peak_memory_mb": 300.0},
+        {"val_loss": 2.0, "tokens_per_second": 12.5, "peak_memory_mb": 310.0},
+    )
+    assert same == {
+        "deltas": {"peak_memory_mb": 10.0, "tokens_per_second": 2.5, "val_loss": 0.0},
+        "identical": True,
+    }
     differs = reproduction_result({"val_loss": 2.0}, {"val_loss": 2.25, "extra": 1})
     assert differs == {"deltas": {"extra": None, "val_loss": 0.25}, "identical": False}
     assert reproduction_result({}, {})["identical"] is False

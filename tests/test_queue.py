@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from registry import queue
+from registry import queue, workers
 from registry.db import make_session_factory, transaction
 from registry.errors import BadRequest, Conflict, StaleLease
 from registry.models import Config, ConfigVersion, Run, Worker
@@ -92,7 +92,9 @@ def test_claim_takes_priority_then_age_from_asked_queues_only(
 
 
 def test_claim_sets_lease_worker_and_start(session: Session, version: ConfigVersion) -> None:
-    queue.register_worker(session, "w1", T0, host="h", devices={"kind": "cpu"}, queues=["default"])
+    workers.register_worker(
+        session, "w1", T0, host="h", devices={"kind": "cpu"}, queues=["default"]
+    )
     run = queue.enqueue(session, version, "train")
     claimed = queue.claim(session, "w1", ["default"], at(5), LEASE)
     assert claimed is not None and claimed.id == run.id
@@ -311,28 +313,12 @@ def test_reproduce_queues_same_version_and_seed(session: Session, version: Confi
     assert copy.id != run.id and copy.status == "queued" and copy.attempt == 1
 
 
-def test_list_runs_filters_on_equality_and_orders(session: Session, version: ConfigVersion) -> None:
-    other = make_version(session, "other")
-    a = queue.enqueue(session, version, "train")
-    b = queue.enqueue(session, other, "train", queue="gpu")
-    c = queue.enqueue(session, version, "train")
-    queue.claim(session, "w", ["default"], T0, LEASE)
-    assert [r.id for r in queue.list_runs(session, order_by="id")] == [a.id, b.id, c.id]
-    assert [r.id for r in queue.list_runs(session, order_by="id DESC", limit=2)] == [c.id, b.id]
-    assert [r.id for r in queue.list_runs(session, config="other")] == [b.id]
-    assert [r.id for r in queue.list_runs(session, queue="gpu")] == [b.id]
-    assert [r.id for r in queue.list_runs(session, status="running")] == [a.id]
-    assert queue.list_runs(session, kind="evaluate") == []
-    with pytest.raises(BadRequest):
-        queue.list_runs(session, order_by="metrics.val_loss")
-
-
 def test_workers_register_and_list(session: Session) -> None:
-    queue.register_worker(session, "w1", T0, host="gpu-1", devices={"cuda": [0]}, queues=["a"])
-    queue.register_worker(session, "w2", at(5), host="gpu-2")
-    queue.register_worker(session, "w1", at(1), host="gpu-1b")
-    assert [w.id for w in queue.list_workers(session)] == ["w2", "w1"]
-    assert queue.worker_heartbeat(session, "w1", at(9)).last_heartbeat_at == at(9)
+    workers.register_worker(session, "w1", T0, host="gpu-1", devices={"cuda": [0]}, queues=["a"])
+    workers.register_worker(session, "w2", at(5), host="gpu-2")
+    workers.register_worker(session, "w1", at(1), host="gpu-1b")
+    assert [w.id for w in workers.list_workers(session)] == ["w2", "w1"]
+    assert workers.worker_heartbeat(session, "w1", at(9)).last_heartbeat_at == at(9)
     assert session.get(Worker, "w1").host == "gpu-1b"  # type: ignore[union-attr]
 
 
@@ -372,7 +358,7 @@ def test_concurrent_claimers_take_each_run_exactly_once(engine: Engine) -> None:
 def test_reaping_an_old_run_keeps_the_workers_current_run(
     session: Session, version: ConfigVersion
 ) -> None:
-    queue.register_worker(session, "w1", T0)
+    workers.register_worker(session, "w1", T0)
     old = queue.enqueue(session, version, "train")
     new = queue.enqueue(session, version, "train")
     queue.claim(session, "w1", ["default"], T0, LEASE)  # old, then abandoned
@@ -420,3 +406,25 @@ def test_finished_runs_are_indexed_for_the_filter_language(
     )
     session.expire_all()
     assert session.get(Run, copy.id).identical is True  # type: ignore[union-attr]
+
+
+def test_a_train_run_that_already_succeeded_with_this_code_is_refused_unless_forced(
+    session: Session, version: ConfigVersion
+) -> None:
+    from registry.errors import DuplicateRun
+
+    done = queue.enqueue(session, version, "train", force=False, code_version="1.0+gabc")
+    assert queue.claim(session, "w", ["default"], T0, LEASE) is not None
+    provenance = {"code_version": "1.0+gabc", "seed": 7}
+    queue.complete(session, done.id, 1, "succeeded", {"train_loss": 1.0}, "m", provenance, None, T0)
+
+    with pytest.raises(DuplicateRun) as refused:
+        queue.enqueue(session, version, "train", force=False, code_version="1.0+gabc")
+    assert refused.value.status == 409 and refused.value.extra["run"] == done.id
+    # Another seed, other code, force, or an evaluation are all new work.
+    assert queue.enqueue(session, version, "train", seed=8, force=False, code_version="1.0+gabc")
+    assert queue.enqueue(session, version, "train", force=False, code_version="1.1+gdef")
+    assert queue.enqueue(session, version, "train", force=True, code_version="1.0+gabc")
+    assert queue.enqueue(session, version, "evaluate", from_run=done.id, force=False)
+    # reproduce is an explicit re-run of the same work.
+    assert queue.reproduce(session, done.id).reproduces == done.id

@@ -4,62 +4,24 @@ from __future__ import annotations
 
 import logging
 import platform
-import subprocess
 from collections.abc import Mapping
-from functools import lru_cache
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from registry.codeversion import code_version, distribution_version
+
 log = logging.getLogger(__name__)
 
-GIT_TIMEOUT_S = 5.0
-PACKAGE = "config-registry"
-SOURCE_DIR = Path(__file__).resolve().parent
 
 
 def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=SOURCE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT_S,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
+    return distribution_version(distribution)
 
 
 def _mlflow_version() -> str:
     full = _version("mlflow")
     return full if full != "unknown" else _version("mlflow-skinny")
-
-
-@lru_cache(maxsize=1)
-def code_version() -> dict[str, Any]:
-    """The package version, the checkout's git commit ("unknown" outside git) and dirtiness."""
-    version = _version(PACKAGE)
-    if version == "unknown":
-        from registry import __version__ as version
-    commit = _git("rev-parse", "HEAD") or "unknown"
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit != "unknown" else None
-    dirty = None if status is None else bool(status)
-    label = version if commit == "unknown" else f"{version}+g{commit[:12]}"
-    if dirty:
-        label += ".dirty"
-    return {"code_version": label, "git_commit": commit, "git_dirty": dirty}
 
 
 def device_name(device: str) -> str:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from flask import current_app, g, jsonify, request
 from pydantic import Field
 
-from registry import configs, queue
+from registry import configs, query, queue, workers
 from registry.api import bp
 from registry.api.body import current_user, json_body
 from registry.api.guard import requires
 from registry.api.schemas import Body, parse_body
 from registry.app import services
-from registry.errors import BadRequest, FilterParseError
+from registry.codeversion import code_version, is_exact
+from registry.errors import BadRequest
 from registry.models import Run, Worker
 
 QueueName = Field(default="default", min_length=1, max_length=100)
@@ -31,6 +31,7 @@ class CreateRunRequest(Body):
     priority: int = Field(default=0, ge=-1000, le=1000)
     from_run: int | None = Field(default=None, ge=1, le=2**31 - 1)
     seed: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    force: bool = False
 
 
 class ClaimRequest(Body):
@@ -104,6 +105,10 @@ def run_json(run: Run) -> dict[str, Any]:
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
         "lease_expires_at": _iso(run.lease_expires_at),
+        "provenance_complete": run.provenance_complete,
+        "reproduced": run.reproduced,
+        "identical": run.identical,
+        "reproduction": run.reproduction,
     }
 
 
@@ -139,35 +144,32 @@ def create_run() -> Any:
         from_run=body.from_run,
         seed=body.seed,
         created_by=current_user(),
+        force=body.force,
+        code_version=_exact_code_version(),
     )
     return jsonify(run_json(run)), 201
 
 
-# The filter language belongs to the query module; until it lands, ``filter`` accepts
-# ``key = 'value'`` clauses joined by AND on the four keys that list_runs filters.
-_CLAUSE = re.compile(r"\s*(status|config|queue|kind)\s*=\s*(?:'([^']*)'|\"([^\"]*)\"|(\w+))\s*")
-_AND = re.compile(r"AND\b", re.IGNORECASE)
+def _exact_code_version() -> str | None:
+    """This service's code version when it pins the code (a clean checkout), else None."""
+    info = code_version()
+    return str(info["code_version"]) if is_exact(info) else None
 
 
-def equality_filters(expr: str) -> dict[str, str]:
-    """``status = 'queued' AND config = 'x'`` -> ``{"status": "queued", "config": "x"}``."""
-    found: dict[str, str] = {}
-    pos = 0
-    while True:
-        match = _CLAUSE.match(expr, pos)
-        if match is None:
-            raise FilterParseError(
-                "expected status|config|queue|kind = 'value'", position=pos, filter=expr
-            )
-        key, *values = match.groups()
-        found[key] = next(v for v in values if v is not None)
-        pos = match.end()
-        if pos == len(expr):
-            return found
-        joined = _AND.match(expr, pos)
-        if joined is None:
-            raise FilterParseError("expected AND", position=pos, filter=expr)
-        pos = joined.end()
+#: Plain equality query arguments, kept beside ``filter`` for convenience (``?status=queued``).
+EQUALITY_ARGS = ("status", "config", "queue", "kind")
+
+
+def _combined_filter(args: Any) -> str | None:
+    """``filter`` ANDed with any plain equality arguments, quoted for the filter language."""
+    quote = "'"
+    clauses = [
+        f"{k} = '{args[k].replace(quote, quote * 2)}'" for k in EQUALITY_ARGS if k in args
+    ]
+    expr = args.get("filter", "").strip()
+    if expr:
+        clauses.append(f"({expr})" if clauses else expr)
+    return " AND ".join(clauses) or None
 
 
 def _limit(raw: str | None) -> int:
@@ -183,19 +185,17 @@ def _limit(raw: str | None) -> int:
 @bp.get("/runs")
 @requires("read")
 def list_runs() -> Any:
-    """Runs, newest first; equality filters on status, config, queue and kind."""
+    """Runs matching ``filter`` (the filter language) by ``order_by``, paged by ``cursor``."""
     args = request.args
-    filters = {k: args[k] for k in ("status", "config", "queue", "kind") if k in args}
-    if args.get("filter", "").strip():
-        filters.update(equality_filters(args["filter"].strip()))
     queue.reap(g.db, queue.db_now(g.db))
-    runs = queue.list_runs(
+    runs, next_cursor = query.search_runs(
         g.db,
-        **filters,
+        _combined_filter(args),
+        order_by=args.get("order_by") or "id DESC",
         limit=_limit(args.get("limit")),
-        order_by=args.get("order_by") or "created_at DESC",
+        cursor=args.get("cursor") or None,
     )
-    return jsonify({"runs": [run_json(r) for r in runs]})
+    return jsonify({"runs": [run_json(r) for r in runs], "next_cursor": next_cursor})
 
 
 @bp.get("/runs/<int:run_id>")
@@ -284,7 +284,7 @@ def release(run_id: int) -> Any:
 def register_worker() -> Any:
     """Announce a worker: its host, devices and queues."""
     body = parse_body(RegisterRequest, json_body())
-    worker = queue.register_worker(
+    worker = workers.register_worker(
         g.db,
         body.worker,
         queue.db_now(g.db),
@@ -299,4 +299,4 @@ def register_worker() -> Any:
 @requires("read")
 def list_workers() -> Any:
     """Every worker, the most recently seen first."""
-    return jsonify({"workers": [worker_json(w) for w in queue.list_workers(g.db)]})
+    return jsonify({"workers": [worker_json(w) for w in workers.list_workers(g.db)]})

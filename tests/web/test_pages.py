@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from registry import configs, presets, queue
+from registry import configs, presets, queue, workers
 from registry.app import create_app
 from registry.db import make_session_factory, transaction
 from registry.settings import Settings
@@ -290,7 +290,7 @@ def test_workers_page_warns_about_unserved_queue(web: FlaskClient, stored: Any,
                                                  engine: Engine) -> None:
     stored("tiny", runs=2)
     with transaction(make_session_factory(engine)) as s:
-        queue.register_worker(s, "w1", queue.db_now(s), host="gpu-1",
+        workers.register_worker(s, "w1", queue.db_now(s), host="gpu-1",
                               devices={"kind": "cuda", "names": ["H200"]}, queues=["other"])
     html = _text(web.get("/workers"))
     assert "Queue <strong>default</strong> holds 2 queued runs" in html

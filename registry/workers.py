@@ -1,0 +1,52 @@
+"""Worker daemons as the service knows them: register, seen alive, listed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.errors import BadRequest, NotFound
+from registry.models import Worker
+
+
+def register_worker(
+    session: Session,
+    worker_id: str,
+    now: dt.datetime,
+    host: str | None = None,
+    devices: dict[str, Any] | None = None,
+    queues: Sequence[str] | None = None,
+) -> Worker:
+    """Create or refresh a worker's record."""
+    if not worker_id or len(worker_id) > 200:
+        raise BadRequest("worker must be 1-200 characters", field="worker")
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        worker = Worker(id=worker_id, started_at=now)
+        session.add(worker)
+    worker.host = host
+    worker.devices = devices
+    worker.queues = list(queues) if queues is not None else None
+    worker.last_heartbeat_at = now
+    session.flush()
+    return worker
+
+
+def worker_heartbeat(session: Session, worker_id: str, now: dt.datetime) -> Worker:
+    """Mark a worker alive; 404 when it never registered."""
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise NotFound(f"no worker {worker_id!r}; register first", worker=worker_id)
+    worker.last_heartbeat_at = now
+    session.flush()
+    return worker
+
+
+def list_workers(session: Session) -> list[Worker]:
+    """Every worker, the most recently seen first."""
+    stmt = select(Worker).order_by(Worker.last_heartbeat_at.desc().nulls_last(), Worker.id)
+    return list(session.scalars(stmt))
