@@ -26,6 +26,8 @@ from registry.settings import Settings
 BIN = Path(sys.executable).parent
 SERVICE_PORT = 5000
 MLFLOW_PORT = 5001
+FIRST_PRESET = "tiny-cpu"
+FIRST_CONFIG = "tiny-cpu"
 
 
 @dataclass
@@ -106,6 +108,9 @@ def child_env(settings: Settings, server_url: str, token: str | None = None) -> 
         "REGISTRY_LEASE_SECONDS": str(settings.lease_seconds),
         "REGISTRY_URL": server_url,
         "HF_HUB_OFFLINE": "1",
+        "MLFLOW_UI_URL": f"http://127.0.0.1:{MLFLOW_PORT}",
+        # Plain http on loopback: a Secure-only session cookie would not come back.
+        "REGISTRY_INSECURE_COOKIES": "1",
     }
     if token:
         env["REGISTRY_TOKEN"] = token
@@ -190,6 +195,25 @@ def start_stack(settings: Settings, var: Path) -> tuple[list[Child], str]:
     return children, admin
 
 
+def queue_first_run(service_url: str, token: str) -> str:
+    """Register the ``tiny-cpu`` preset and queue it, so a newcomer sees a run train at once."""
+    from registry import errors, presets
+    from registry.client import API, Client
+
+    client = Client(service_url, token)
+    doc = presets.get_preset(FIRST_PRESET).document
+    version = client.submit(FIRST_CONFIG, doc, message="make run: the tiny-cpu preset")
+    try:
+        run = client.request(
+            "POST", f"{API}/runs", json={"config": FIRST_CONFIG, "version": version["version"]}
+        )
+    except errors.Conflict as exc:  # already trained by this code: show that run instead
+        return f"already trained by this code: run {exc.extra.get('run')}"
+    return (
+        f"run {run['id']} of {FIRST_CONFIG}@{run['version']} queued: {service_url}/runs/{run['id']}"
+    )
+
+
 def stop_all(children: Sequence[Child]) -> None:
     """Stop the children, newest first."""
     for child in reversed(children):
@@ -212,17 +236,23 @@ def main() -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    try:
+        first = queue_first_run(f"http://127.0.0.1:{SERVICE_PORT}", admin)
+    except Exception as exc:  # noqa: BLE001 - the stack is still useful without the first run
+        first = f"could not queue the first run: {exc}"
     print(
         f"""
   registry (web UI and API)  http://127.0.0.1:{SERVICE_PORT}/
   API                        http://127.0.0.1:{SERVICE_PORT}/api/v1/health
   MLflow UI                  http://127.0.0.1:{MLFLOW_PORT}/
   worker                     1 local registry-worker (log: var/worker.log)
+  first run                  {first}
 
   admin token: {admin}
-  try:  export REGISTRY_TOKEN={admin}
-        registry submit my.yaml --name my-config --enqueue train
-        registry runs list
+  sign in to the web UI with the admin token, or from a shell:
+        export REGISTRY_TOKEN={admin}
+        .venv/bin/registry submit my.yaml --name my-config --enqueue train
+        .venv/bin/registry runs list
 
 Ctrl-C stops everything.""",
         flush=True,

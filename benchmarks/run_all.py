@@ -1,0 +1,61 @@
+"""``make bench``: every benchmark in turn, each a script of its own (see docs/benchmarks.md).
+
+Each figure is a ratio against a baseline measured in the same run (our training loop vs a bare
+torch loop, our claims vs a raw SKIP LOCKED loop, our query vs MLflow's search_runs), since this
+machine is shared and noisy. ``--quick`` shrinks every benchmark to a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+FULL = {
+    "bench_training.py": [],
+    "bench_claims.py": ["--clients", "8", "--seconds", "5"],
+    "bench_query_mlflow.py": ["--runs", "100000", "--postgres"],
+    "bench_pages.py": ["--runs", "10000"],
+}
+QUICK = {
+    "bench_training.py": ["--steps", "10", "--rounds", "2", "--budget", "20"],
+    "bench_claims.py": [
+        "--clients",
+        "2",
+        "--seconds",
+        "2",
+        "--runs",
+        "2000",
+        "--latency-runs",
+        "1",
+    ],
+    "bench_query_mlflow.py": ["--runs", "2000"],
+    "bench_pages.py": ["--runs", "1000", "--repeat", "3"],
+}
+
+
+def main() -> int:
+    """Run the benchmarks named (default: all); non-zero if any failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="e.g. bench_training.py (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    failed = []
+    for script, extra in plan.items():
+        if args.names and script not in args.names:
+            continue
+        print(f"\n=== {script} {' '.join(extra)}", flush=True)
+        done = subprocess.run([sys.executable, str(HERE / script), *extra], cwd=HERE.parent)
+        if done.returncode != 0:
+            failed.append(script)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
