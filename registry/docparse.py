@@ -7,12 +7,13 @@ Rejects duplicate keys, alias ("billion laughs") bombs and recursive documents w
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 import yaml
 
-from registry.errors import DocumentParseError
+from registry.errors import BadRequest, DocumentParseError
 
 __all__ = ["MAX_ALIASES", "MAX_NODES", "parse_document"]
 
@@ -44,31 +45,71 @@ def parse_document(text: str, fmt: str | None = None) -> Any:
     if fmt is None:
         fmt = "json" if text.lstrip().startswith("{") else "yaml"
     if fmt == "json":
-        return _parse_json(text)
+        return parse_json(text)
     if fmt == "yaml":
         return _parse_yaml(text)
     raise ValueError(f"unknown format {fmt!r}; use 'yaml' or 'json'")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; PostgreSQL's JSONB would refuse them later anyway.
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"the number {literal[:40]} is too large")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise DocumentParseError(f"malformed JSON: the key {key!r} appears twice")
+            raise ValueError(f"the key {key!r} appears twice")
         out[key] = value
     return out
 
 
-def _parse_json(text: str) -> Any:
+def parse_json(text: str) -> Any:
+    """Strict JSON: no NaN/Infinity, no overflowing numbers, no duplicate keys; errors carry
+    the line and column when the parser knows them."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except json.JSONDecodeError as exc:
         raise DocumentParseError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            line=exc.lineno, column=exc.colno,
+            line=exc.lineno,
+            column=exc.colno,
         ) from None
     except RecursionError:
         raise DocumentParseError("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, huge integers, duplicate keys
+        raise DocumentParseError(f"malformed JSON: {exc}") from None
+
+
+#: NUL and lone surrogates: valid in JSON escapes, refused by PostgreSQL and UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_text(obj: Any) -> None:
+    """BadRequest if any key or string in ``obj`` holds a character no database can store."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and _UNSTORABLE.search(item):
+            raise BadRequest("strings may not contain NUL (\\u0000) or lone surrogates")
 
 
 def _parse_yaml(text: str) -> Any:

@@ -112,8 +112,14 @@ def test_empty_document_is_valid_and_fully_defaulted() -> None:
     assert result.normalized is not None
     assert list(result.normalized) == ["schema_version", "task", *spec.SECTIONS]
     assert result.normalized["model"]["model_dim"] == 256
-    assert set(result.to_dict()) == {"valid", "errors", "warnings", "normalized", "hash",
-                                     "estimate"}
+    assert set(result.to_dict()) == {
+        "valid",
+        "errors",
+        "warnings",
+        "normalized",
+        "hash",
+        "estimate",
+    }
 
 
 def test_did_you_mean_for_fields_and_sections() -> None:
@@ -133,8 +139,11 @@ def test_did_you_mean_for_fields_and_sections() -> None:
         ({"training": {"learning_rate": "3e-5"}}, "training.learning_rate", "without quotes"),
         ({"training": {"learning_rate": False}}, "training.learning_rate", "a number"),
         ({"training": {"learning_rate": math.nan}}, "training.learning_rate", "finite"),
-        ({"training": {"gradient_checkpointing": 1}}, "training.gradient_checkpointing",
-         "true or false"),
+        (
+            {"training": {"gradient_checkpointing": 1}},
+            "training.gradient_checkpointing",
+            "true or false",
+        ),
         ({"training": {"scheduler": "step"}}, "training.scheduler", "'linear'"),
         ({"training": {"precision": "int8"}}, "training.precision", "'bf16'"),
         ({"task": "translation"}, "task", "'causal_lm'"),
@@ -169,8 +178,9 @@ def test_non_mapping_document_is_one_error() -> None:
 
 
 def test_type_errors_do_not_hide_other_errors() -> None:
-    errors = _errors({"model": {"model_dim": "x", "num_hidden_layers": 0},
-                      "generation": {"top_p": 2.0}})
+    errors = _errors(
+        {"model": {"model_dim": "x", "num_hidden_layers": 0}, "generation": {"top_p": 2.0}}
+    )
     assert {"model.model_dim", "model.num_hidden_layers", "generation.top_p"} <= set(errors)
 
 
@@ -183,83 +193,180 @@ def test_normalize_raises_invalid_config_with_field_errors() -> None:
 
 # -- rules: each case must disappear when its rule is removed ---------------------------------
 
-BIG = {"model": {"model_dim": 4096, "num_attention_heads": 32, "num_hidden_layers": 32},
-       "resources": {"gpu_memory_gb": 16.0}}
+BIG = {
+    "model": {"model_dim": 4096, "num_attention_heads": 32, "num_hidden_layers": 32},
+    "resources": {"gpu_memory_gb": 16.0},
+}
 
 RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
-    *[(f"size_{p.replace('.', '_')}", {p.split(".")[0]: {p.split(".")[1]: 0}}, p, "error")
-      for p in rules.SIZE_LIMITS],
+    *[
+        (f"size_{p.replace('.', '_')}", {p.split(".")[0]: {p.split(".")[1]: 0}}, p, "error")
+        for p in rules.SIZE_LIMITS
+    ],
     ("size_model_model_dim", {"model": {"model_dim": 10**9}}, "model.model_dim", "error"),
     ("size_training_seed", {"training": {"seed": -1}}, "training.seed", "error"),
-    ("size_training_num_warmup_steps", {"training": {"num_warmup_steps": -1}},
-     "training.num_warmup_steps", "error"),
-    ("optimizer_values", {"training": {"learning_rate": 0.0}}, "training.learning_rate",
-     "error"),
+    (
+        "size_training_num_warmup_steps",
+        {"training": {"num_warmup_steps": -1}},
+        "training.num_warmup_steps",
+        "error",
+    ),
+    ("optimizer_values", {"training": {"learning_rate": 0.0}}, "training.learning_rate", "error"),
     ("optimizer_values", {"training": {"weight_decay": -0.1}}, "training.weight_decay", "error"),
     ("optimizer_values", {"training": {"max_grad_norm": 0}}, "training.max_grad_norm", "error"),
     ("top_p_range", {"generation": {"top_p": 0}}, "generation.top_p", "error"),
     ("top_p_range", {"generation": {"top_p": 1.01}}, "generation.top_p", "error"),
-    ("temperature_non_negative", {"generation": {"temperature": -0.1}},
-     "generation.temperature", "error"),
-    ("repetition_penalty_positive", {"generation": {"repetition_penalty": 0}},
-     "generation.repetition_penalty", "error"),
-    ("encoder_weights_range", {"multimodal": {"visual_encoder_weight": 1.5}},
-     "multimodal.visual_encoder_weight", "error"),
-    ("encoder_weights_range", {"multimodal": {"text_encoder_weight": -0.1}},
-     "multimodal.text_encoder_weight", "error"),
-    ("warmup_ratio_range", {"training": {"warmup_ratio": 1.0}}, "training.warmup_ratio",
-     "error"),
-    ("warmup_ratio_range", {"training": {"warmup_ratio": -0.1}}, "training.warmup_ratio",
-     "error"),
-    ("validation_fraction_range", {"data": {"validation_fraction": 1.0}},
-     "data.validation_fraction", "error"),
-    ("validation_fraction_range", {"data": {"validation_fraction": 0.6}},
-     "data.validation_fraction", "warning"),
+    (
+        "temperature_non_negative",
+        {"generation": {"temperature": -0.1}},
+        "generation.temperature",
+        "error",
+    ),
+    (
+        "repetition_penalty_positive",
+        {"generation": {"repetition_penalty": 0}},
+        "generation.repetition_penalty",
+        "error",
+    ),
+    (
+        "encoder_weights_range",
+        {"multimodal": {"visual_encoder_weight": 1.5}},
+        "multimodal.visual_encoder_weight",
+        "error",
+    ),
+    (
+        "encoder_weights_range",
+        {"multimodal": {"text_encoder_weight": -0.1}},
+        "multimodal.text_encoder_weight",
+        "error",
+    ),
+    ("warmup_ratio_range", {"training": {"warmup_ratio": 1.0}}, "training.warmup_ratio", "error"),
+    ("warmup_ratio_range", {"training": {"warmup_ratio": -0.1}}, "training.warmup_ratio", "error"),
+    (
+        "validation_fraction_range",
+        {"data": {"validation_fraction": 1.0}},
+        "data.validation_fraction",
+        "error",
+    ),
+    (
+        "validation_fraction_range",
+        {"data": {"validation_fraction": 0.6}},
+        "data.validation_fraction",
+        "warning",
+    ),
     ("dataset_source", {"data": {"dataset": "hf:wikitext"}}, "data.dataset", "error"),
     ("dataset_source", {"data": {"dataset": "file:"}}, "data.dataset", "error"),
-    ("heads_divide_model_dim", {"model": {"model_dim": 100, "num_attention_heads": 12}},
-     "model.num_attention_heads", "error"),
-    ("warmup_not_both", {"training": {"warmup_ratio": 0.1, "num_warmup_steps": 10}},
-     "training.num_warmup_steps", "error"),
-    ("warmup_shorter_than_training", {"training": {"num_warmup_steps": 1000}},
-     "training.num_warmup_steps", "error"),
-    ("warmup_shorter_than_training",
-     {"training": {"warmup_ratio": 0.95, "num_training_steps": 10}},
-     "training.warmup_ratio", "error"),
+    (
+        "heads_divide_model_dim",
+        {"model": {"model_dim": 100, "num_attention_heads": 12}},
+        "model.num_attention_heads",
+        "error",
+    ),
+    (
+        "warmup_not_both",
+        {"training": {"warmup_ratio": 0.1, "num_warmup_steps": 10}},
+        "training.num_warmup_steps",
+        "error",
+    ),
+    (
+        "warmup_shorter_than_training",
+        {"training": {"num_warmup_steps": 1000}},
+        "training.num_warmup_steps",
+        "error",
+    ),
+    (
+        "warmup_shorter_than_training",
+        {"training": {"warmup_ratio": 0.95, "num_training_steps": 10}},
+        "training.warmup_ratio",
+        "error",
+    ),
     ("seq_len_fits_positions", {"data": {"seq_len": 1024}}, "data.seq_len", "error"),
-    ("max_length_fits_positions", {"generation": {"max_length": 1024}},
-     "generation.max_length", "warning"),
+    (
+        "max_length_fits_positions",
+        {"generation": {"max_length": 1024}},
+        "generation.max_length",
+        "warning",
+    ),
     ("vocab_covers_tokenizer", {"model": {"vocab_size": 258}}, "model.vocab_size", "error"),
     ("vocab_covers_tokenizer", {"model": {"vocab_size": 300}}, "model.vocab_size", "warning"),
-    ("evaluation_happens", {"training": {"eval_every_steps": 2000}},
-     "training.eval_every_steps", "warning"),
-    ("heads_recommended", {"model": {"num_attention_heads": 4}}, "model.num_attention_heads",
-     "warning"),
-    ("heads_recommended", {"model": {"num_attention_heads": 64}}, "model.num_attention_heads",
-     "warning"),
-    ("learning_rate_recommended", {"training": {"learning_rate": 1e-4}},
-     "training.learning_rate", "warning"),
-    ("learning_rate_recommended", {"training": {"learning_rate": 1e-6}},
-     "training.learning_rate", "warning"),
-    ("temperature_coherence", {"generation": {"temperature": 1.5}}, "generation.temperature",
-     "warning"),
-    ("temperature_coherence", {"generation": {"temperature": 0}}, "generation.temperature",
-     "warning"),
-    ("repetition_penalty_recommended", {"generation": {"repetition_penalty": 0.9}},
-     "generation.repetition_penalty", "warning"),
-    ("repetition_penalty_recommended", {"generation": {"repetition_penalty": 1.6}},
-     "generation.repetition_penalty", "warning"),
-    ("encoder_weights_sum",
-     {"task": "multimodal_matching",
-      "multimodal": {"visual_encoder_weight": 0.7, "text_encoder_weight": 0.7}},
-     "multimodal.text_encoder_weight", "warning"),
-    ("visual_weight_for_task", {"multimodal": {"visual_encoder_weight": 0.5,
-                                               "text_encoder_weight": 0.5}},
-     "multimodal.visual_encoder_weight", "warning"),
-    ("visual_weight_for_task",
-     {"task": "multimodal_matching",
-      "multimodal": {"visual_encoder_weight": 0.3, "text_encoder_weight": 0.7}},
-     "multimodal.visual_encoder_weight", "warning"),
+    (
+        "evaluation_happens",
+        {"training": {"eval_every_steps": 2000}},
+        "training.eval_every_steps",
+        "warning",
+    ),
+    (
+        "heads_recommended",
+        {"model": {"num_attention_heads": 4}},
+        "model.num_attention_heads",
+        "warning",
+    ),
+    (
+        "heads_recommended",
+        {"model": {"num_attention_heads": 64}},
+        "model.num_attention_heads",
+        "warning",
+    ),
+    (
+        "learning_rate_recommended",
+        {"training": {"learning_rate": 1e-4}},
+        "training.learning_rate",
+        "warning",
+    ),
+    (
+        "learning_rate_recommended",
+        {"training": {"learning_rate": 1e-6}},
+        "training.learning_rate",
+        "warning",
+    ),
+    (
+        "temperature_coherence",
+        {"generation": {"temperature": 1.5}},
+        "generation.temperature",
+        "warning",
+    ),
+    (
+        "temperature_coherence",
+        {"generation": {"temperature": 0}},
+        "generation.temperature",
+        "warning",
+    ),
+    (
+        "repetition_penalty_recommended",
+        {"generation": {"repetition_penalty": 0.9}},
+        "generation.repetition_penalty",
+        "warning",
+    ),
+    (
+        "repetition_penalty_recommended",
+        {"generation": {"repetition_penalty": 1.6}},
+        "generation.repetition_penalty",
+        "warning",
+    ),
+    (
+        "encoder_weights_sum",
+        {
+            "task": "multimodal_matching",
+            "multimodal": {"visual_encoder_weight": 0.7, "text_encoder_weight": 0.7},
+        },
+        "multimodal.text_encoder_weight",
+        "warning",
+    ),
+    (
+        "visual_weight_for_task",
+        {"multimodal": {"visual_encoder_weight": 0.5, "text_encoder_weight": 0.5}},
+        "multimodal.visual_encoder_weight",
+        "warning",
+    ),
+    (
+        "visual_weight_for_task",
+        {
+            "task": "multimodal_matching",
+            "multimodal": {"visual_encoder_weight": 0.3, "text_encoder_weight": 0.7},
+        },
+        "multimodal.visual_encoder_weight",
+        "warning",
+    ),
     ("fp16_overflow", {"training": {"precision": "fp16"}}, "training.precision", "warning"),
     ("memory_fits", BIG, "resources.gpu_memory_gb", "warning"),
 ]
@@ -271,8 +378,11 @@ def _issue(raw: dict[str, Any], path: str, severity: str) -> rules.Issue | None:
     return next((i for i in found if i.field == path), None)
 
 
-@pytest.mark.parametrize(("name", "raw", "path", "severity"), RULE_CASES,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(RULE_CASES)])
+@pytest.mark.parametrize(
+    ("name", "raw", "path", "severity"),
+    RULE_CASES,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(RULE_CASES)],
+)
 def test_rule_fires_and_only_because_of_its_rule(
     name: str, raw: dict[str, Any], path: str, severity: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -351,7 +461,8 @@ def test_hash_changes_with_a_value_and_int_for_float_is_the_same() -> None:
     assert spec.config_hash(spec.normalize({"training": {"seed": 43}})) != base
     one = spec.normalize({"training": {"learning_rate": 1}})
     assert spec.canonical_json(one) == spec.canonical_json(
-        spec.normalize({"training": {"learning_rate": 1.0}}))
+        spec.normalize({"training": {"learning_rate": 1.0}})
+    )
     assert '"learning_rate":1.0' in spec.canonical_json(one)
 
 
@@ -412,13 +523,18 @@ def test_field_help_covers_every_field() -> None:
 # -- validate never raises --------------------------------------------------------------------
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=8),
     st.sampled_from([0, -1, 1, 8, 64, 3e-5, 0.5, 1.0, "byte", "llama", "fp16"]),
 )
 _json = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 _names = [name for name in spec.field_help()]
@@ -449,3 +565,10 @@ def test_validate_never_raises(raw: Any) -> None:
 
 def test_yaml_loader_does_not_change_pyyaml_globally() -> None:
     assert yaml.safe_load("x: 3e-5") == {"x": "3e-5"}
+
+
+@pytest.mark.parametrize("text", ['{"a": NaN}', '{"a": Infinity}', '{"a": 1e999}', '{"a":1,"a":2}'])
+def test_json_documents_are_parsed_strictly(text: str) -> None:
+    """A config given as JSON text obeys the same strict JSON as request bodies."""
+    with pytest.raises(DocumentParseError, match="malformed JSON"):
+        spec.parse_document(text, "json")
