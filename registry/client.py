@@ -82,6 +82,13 @@ class Client:
         self.session.headers["Accept"] = "application/json"
         self.session.headers["User-Agent"] = "config-registry-client/1"
         if token:
+            token = token.strip()
+            if not token or any(c.isspace() for c in token):
+                raise errors.BadRequest(
+                    "the token holds whitespace or several lines; set REGISTRY_TOKEN to the "
+                    "token alone",
+                    field="token",
+                )
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     @classmethod

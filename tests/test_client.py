@@ -168,3 +168,11 @@ def test_a_closed_port_is_unavailable() -> None:
     c = Client("http://127.0.0.1:9", "t", retries=1, sleep=lambda s: None, timeout=2)
     with pytest.raises(errors.Unavailable, match="cannot reach"):
         c.health()
+
+
+def test_a_token_pasted_with_a_newline_is_a_clear_error_not_a_traceback() -> None:
+    with pytest.raises(errors.BadRequest, match="REGISTRY_TOKEN"):
+        Client("http://127.0.0.1:1", "cr_abc\nexport REGISTRY_TOKEN=cr_abc")
+    assert Client("http://127.0.0.1:1", " cr_abc\n").session.headers["Authorization"] == (
+        "Bearer cr_abc"
+    )
