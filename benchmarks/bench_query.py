@@ -1,131 +1,128 @@
-"""Latency of registry.query.search_runs over N runs, on SQLite and (if reachable) PostgreSQL.
+"""In-process latency of registry.query.search_runs on the query benchmark's stores, with plans.
 
-Ours only: rows are bulk-inserted with the indexing encoders (not through the services), and
-there is no MLflow side yet; issue 4's full benchmark (HTTP API vs MlflowClient.search_runs,
-same runs, median ratio) is still to be written. Run:
-`python -m benchmarks.bench_query [--runs 100000] [--repeat 5]`.
+The profiling companion of ``bench_query_mlflow.py`` (which times the HTTP API against
+MLflow): the same cached databases under var/bench/ (loaded through the services when
+missing), the same queries, but ``search_runs`` called in this process, so the time is the
+database's plus the ORM's. Each query's statements are counted (lazy loads of a run's
+version and config, as the API's run_json reads them, included), and with ``--explain``
+printed with their plans (SQLite ``EXPLAIN QUERY PLAN``, PostgreSQL ``EXPLAIN ANALYZE``).
+
+Run: ``python benchmarks/bench_query.py [--runs 100000] [--postgres] [--explain] [--only NAME]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import datetime as dt
-import random
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import Engine
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from registry.db import make_session_factory
-from registry.indexing import metric_rows, param_rows
-from registry.models import Config, ConfigVersion, Run, RunMetric, VersionParam
-from registry.query import search_runs
-from registry.spec import normalize
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy import event  # noqa: E402
 
-QUERIES: list[tuple[str, str | None, str | None]] = [
-    ("param =", "params.model.model_dim = 512", None),
-    ("param < and metric <", "params.training.learning_rate < 4e-5 AND metrics.val_loss < 2.5",
-     None),
-    ("issue example, order", "params.training.learning_rate < 4e-5 AND "
-     "params.training.gradient_checkpointing = true AND metrics.val_loss < 2.5 AND "
-     "status = 'succeeded'", "metrics.val_loss"),
-    ("order metric", None, "metrics.val_loss"),
-    ("order metric desc", None, "metrics.val_accuracy DESC"),
-    ("metric range, order", "metrics.val_loss < 1.6", "metrics.val_loss"),
-    ("OR, NOT, order date", "(params.model.model_dim = 128 OR params.model.model_dim = 1024) "
-     "AND NOT status = 'failed'", "created_at DESC"),
-    ("status", "status = 'running'", None),
-    ("order param", "status = 'succeeded'", "params.training.learning_rate DESC"),
-    ("narrow", "metrics.val_loss < 1.51 AND params.training.per_device_train_batch_size = 32",
-     "metrics.val_loss"),
-]
+from benchmarks.bench_query_mlflow import (  # noqa: E402
+    QUERIES,
+    ensure_mlflow,
+    ensure_postgres,
+    ensure_sqlite,
+    expected,
+    mlflow_ids,
+)
+from benchmarks.common import make_dataset  # noqa: E402
 
 
-def load(engine: Engine, n_runs: int, n_versions: int = 500, seed: int = 1) -> None:
-    """n_versions varied config versions and n_runs runs with metrics, indexed."""
-    rng = random.Random(seed)
-    now = dt.datetime.now(dt.UTC)
-    base = normalize({})
-    with engine.begin() as conn:
-        conn.execute(sa.insert(Config.__table__),
-                     [{"id": i + 1, "name": f"cfg{i}", "created_at": now} for i in range(50)])
-        versions, params = [], []
-        for v in range(n_versions):
-            doc = copy.deepcopy(base)
-            doc["training"]["learning_rate"] = rng.choice([1e-5, 2e-5, 3e-5, 4e-5, 5e-5, 1e-4])
-            doc["training"]["gradient_checkpointing"] = rng.random() < 0.3
-            doc["training"]["per_device_train_batch_size"] = rng.choice([8, 16, 32])
-            doc["model"]["model_dim"] = rng.choice([128, 256, 512, 1024])
-            versions.append({"id": v + 1, "config_id": v % 50 + 1, "version": v // 50 + 1,
-                             "hash": f"{v:064x}", "document": doc, "created_at": now})
-            params += param_rows(v + 1, doc)
-        conn.execute(sa.insert(ConfigVersion.__table__), versions)
-        conn.execute(sa.insert(VersionParam.__table__), params)
-        runs: list[dict[str, Any]] = []
-        metrics: list[dict[str, Any]] = []
-        for i in range(n_runs):
-            status = rng.choice(["succeeded"] * 6 + ["failed", "queued", "running", "cancelled"])
-            m = None
-            if status in ("succeeded", "failed"):
-                m = {"val_loss": rng.uniform(1.5, 4), "train_loss": rng.uniform(1, 4),
-                     "val_accuracy": rng.random(), "tokens_per_second": rng.uniform(1e3, 2e4)}
-            runs.append({"id": i + 1, "config_version_id": rng.randint(1, n_versions),
-                         "kind": "train", "status": status, "queue": "default", "priority": 0,
-                         "attempt": 1, "seed": 42, "cancel_requested": False, "metrics": m,
-                         "created_at": now + dt.timedelta(seconds=i)})
-            metrics += metric_rows(i + 1, m)
-            if len(runs) == 5000 or i == n_runs - 1:
-                conn.execute(sa.insert(Run.__table__), runs)
-                conn.execute(sa.insert(RunMetric.__table__), metrics)
-                runs, metrics = [], []
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM ANALYZE" if engine.dialect.name == "postgresql"
-                             else "ANALYZE"))
+def touch(runs: list[Any]) -> None:
+    """Read what the API's run_json reads beyond the row: the version and its config."""
+    for r in runs:
+        _ = (r.version.version, r.version.hash, r.version.config.name)
 
 
-def bench(engine: Engine, repeat: int) -> dict[str, float]:
-    """Median milliseconds per query, 100 rows a page."""
+def bench(url: str, args: argparse.Namespace, data: Any, flat: list[dict[str, Any]]) -> dict:
+    from registry.db import make_engine, make_session_factory
+    from registry.query import search_runs
+
+    engine = make_engine(url)
     factory = make_session_factory(engine)
-    out = {}
-    for name, expr, order in QUERIES:
-        times = []
-        with factory() as session:
-            for _ in range(repeat):
+    captured: list[tuple[str, Any]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        captured.append((statement, parameters))
+
+    out: dict[str, Any] = {}
+    for q in QUERIES:
+        if args.only and args.only.lower() not in q.name.lower():
+            continue
+        want, _ = expected(data, flat, q, 100)
+        times, statements = [], 0
+        for i in range(args.repeat + 1):
+            with factory() as session:
+                captured.clear()
                 start = time.perf_counter()
-                search_runs(session, expr, order, 100)
-                times.append(time.perf_counter() - start)
+                runs, _cursor = search_runs(session, q.filter, q.order_by, 100)
+                touch(runs)
+                elapsed = (time.perf_counter() - start) * 1000
+                statements = len(captured)
+                if i == 0:
+                    assert [r.id for r in runs] == want, f"{q.name}: wrong runs"
+                    plans = list(captured)
+                else:
+                    times.append(elapsed)
                 session.rollback()
-        out[name] = statistics.median(times) * 1000
+        out[q.name] = statistics.median(times)
+        print(f"  {q.name:24s}{out[q.name]:9.1f} ms  {statements:3d} statements", flush=True)
+        if args.explain:
+            _explain(engine, plans)
+    engine.dispose()
     return out
 
 
-def main() -> None:
-    from tests.dbs import migrated_engine, postgres_available, postgres_database
+def _explain(engine: sa.Engine, statements: list[tuple[str, Any]]) -> None:
+    prefix = ("EXPLAIN (ANALYZE, BUFFERS) " if engine.dialect.name == "postgresql"
+              else "EXPLAIN QUERY PLAN ")
+    with engine.connect() as conn:
+        for sql, params in statements:
+            if "runs" not in sql or sql.lstrip().upper().startswith(("BEGIN", "SAVEPOINT")):
+                continue
+            print("    " + " ".join(sql.split())[:1500])
+            rows = conn.exec_driver_sql(prefix + sql, params).all()
+            for row in rows:
+                print("      " + " | ".join(str(c) for c in row))
+        conn.rollback()
 
-    parser = argparse.ArgumentParser(description=__doc__)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip SQLite")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--explain", action="store_true")
+    parser.add_argument("--only", help="queries whose name contains this")
+    parser.add_argument("--client-runs", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--reload", action="store_true")
     args = parser.parse_args()
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = migrated_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        load(engine, args.runs)
-        results["sqlite"] = bench(engine, args.repeat)
-        engine.dispose()
-    if postgres_available() is None:
-        with postgres_database() as url:
-            engine = migrated_engine(url)
-            load(engine, args.runs)
-            results["postgres"] = bench(engine, args.repeat)
-            engine.dispose()
-    print(f"{'query':26s}" + "".join(f"{b:>12s}" for b in results))
-    for name, _, _ in QUERIES:
-        print(f"{name:26s}" + "".join(f"{results[b][name]:10.1f}ms" for b in results))
+    from registry.spec import flatten
+
+    data = make_dataset(args.runs)
+    flat = [flatten(doc) for doc in data.normalized]
+    ml_path, _ = ensure_mlflow(args.runs, data, args, print)
+    ids = mlflow_ids(ml_path)
+    if not args.no_sqlite:
+        url, _ = ensure_sqlite(args.runs, data, ids, args, print)
+        print(f"sqlite, {args.runs} runs, search_runs in-process (median of {args.repeat}):")
+        bench(url, args, data, flat)
+    if args.postgres:
+        url, _ = ensure_postgres(args.runs, data, ids, args, print)
+        print(f"postgres, {args.runs} runs:")
+        bench(url, args, data, flat)
 
 
 if __name__ == "__main__":

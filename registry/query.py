@@ -17,14 +17,14 @@ import binascii
 import datetime as dt
 import json
 import operator
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
@@ -87,8 +87,9 @@ class InvalidCursor(BadRequest):
 
 
 class _NoIndex(ColumnElement[Any]):
-    """``+column`` on SQLite, the column elsewhere: the same value, but SQLite's planner cannot
-    use an index for a term on it (the documented way to steer it), so another term drives."""
+    """``+column`` on SQLite (``column + 0`` for numbers on PostgreSQL): the same value, but
+    the planner cannot use an index for a term or an order on it (SQLite's documented way to
+    steer it), so another term drives the query."""
 
     inherit_cache = True
     _traverse_internals = [("col", InternalTraversal.dp_clauseelement)]
@@ -108,48 +109,71 @@ def _compile_unary_plus(element: _NoIndex, compiler: Any, **kw: Any) -> str:
     return "+" + str(compiler.process(element.col, **kw))
 
 
+@compiles(_NoIndex, "postgresql")
+def _compile_plus_zero(element: _NoIndex, compiler: Any, **kw: Any) -> str:
+    # Only orders are wrapped on PostgreSQL: ``x + 0`` sorts as ``x`` but no index serves it.
+    inner = str(compiler.process(element.col, **kw))
+    numeric = isinstance(element.type, sa.Integer | sa.Float | sa.Numeric)
+    return f"({inner} + 0)" if numeric else inner
+
+
 def _wrap(col: Any, hint: bool) -> Any:
     return _NoIndex(col) if hint else col
 
 
-def compile_filter(node: Node, *, hint: bool = False) -> ColumnElement[bool]:
-    """The WHERE clause of ``node``; never NULL, so NOT is plain negation.
+#: Resolves a param clause to the ids of the versions it matches (None: too many to list).
+Resolver = Callable[[str, ColumnElement[bool]], "list[int] | None"]
 
-    ``hint`` (SQLite) compiles the same logic so that no term can drive the query through an
-    index (columns wrapped by :class:`_NoIndex`, metric clauses as correlated EXISTS probes of
-    the run's own metric row): the query's order or a driving term chosen by :func:`_plan`
-    then decides the access path, not SQLite's statistics-free guess.
-    """
+
+@dataclass(frozen=True)
+class _How:
+    """How a filter compiles. ``hint`` (SQLite): no term can drive the query through an index
+    (columns wrapped by :class:`_NoIndex`, metric clauses as correlated EXISTS probes of the
+    run's own metric row), so the order's index or a driving term chosen by :func:`_plan`
+    decides the access path, not SQLite's statistics-free guess. ``versions``: param clauses
+    become literal lists of version ids, resolved first, which both planners size exactly
+    (PostgreSQL cannot size ``key = k AND text = v`` on version_params: the columns
+    correlate)."""
+
+    hint: bool = False
+    versions: Resolver | None = None
+
+
+_PLAIN = _How()
+
+
+def compile_filter(node: Node, how: _How = _PLAIN) -> ColumnElement[bool]:
+    """The WHERE clause of ``node``; never NULL, so NOT is plain negation."""
     if isinstance(node, And):
-        return sa.and_(*(compile_filter(n, hint=hint) for n in node.items))
+        return sa.and_(*(compile_filter(n, how) for n in node.items))
     if isinstance(node, Or):
-        return sa.or_(*(compile_filter(n, hint=hint) for n in node.items))
+        return sa.or_(*(compile_filter(n, how) for n in node.items))
     if isinstance(node, Not):
-        return sa.not_(compile_filter(node.item, hint=hint))
+        return sa.not_(compile_filter(node.item, how))
     if isinstance(node, In):
-        matched = _compile_in(node.key, node.values, hint)
+        matched = _compile_in(node.key, node.values, how)
         return sa.not_(matched) if node.negated else matched
     if node.op == "NOT LIKE":
-        return sa.not_(_compile_compare(node.key, "LIKE", node.value, hint))
-    return _compile_compare(node.key, node.op, node.value, hint)
+        return sa.not_(_compile_compare(node.key, "LIKE", node.value, how))
+    return _compile_compare(node.key, node.op, node.value, how)
 
 
-def _compile_compare(key: Key, op: str, value: Value, hint: bool = False) -> ColumnElement[bool]:
+def _compile_compare(key: Key, op: str, value: Value, how: _How = _PLAIN) -> ColumnElement[bool]:
     if key.kind == "column":
-        return _column_compare(key.name, op, value, hint)
+        return _column_compare(key.name, op, value, how.hint)
     if key.kind == "metric":
         if value is None:
             present = RunMetric.key == key.name
-            found = _metric_in(present, hint)
+            found = _metric_in(present, how.hint)
             return found if op == "!=" else sa.not_(found)
         return _metric_in(
-            sa.and_(RunMetric.key == key.name, _OPS[op](RunMetric.value, _float(value))), hint
+            sa.and_(RunMetric.key == key.name, _OPS[op](RunMetric.value, _float(value))), how.hint
         )
     if value is None:
         present = sa.or_(VersionParam.num.is_not(None), VersionParam.text.is_not(None))
-        found = _param_in(key.name, present, hint)
+        found = _param_in(key.name, present, how)
         return found if op == "!=" else sa.not_(found)
-    return _param_in(key.name, _param_test(op, value), hint)
+    return _param_in(key.name, _param_test(op, value), how)
 
 
 def _param_test(op: str, value: Value) -> ColumnElement[bool]:
@@ -177,13 +201,13 @@ def _column_compare(name: str, op: str, value: Value, hint: bool = False) -> Col
     return sa.and_(col.is_not(None), test) if nullable else test
 
 
-def _compile_in(key: Key, values: tuple[Value, ...], hint: bool = False) -> ColumnElement[bool]:
+def _compile_in(key: Key, values: tuple[Value, ...], how: _How = _PLAIN) -> ColumnElement[bool]:
     present = [v for v in values if v is not None]
     parts: list[ColumnElement[bool]] = []
     if None in values:
-        parts.append(_compile_compare(key, "=", None, hint))
+        parts.append(_compile_compare(key, "=", None, how))
     if present and key.kind == "column":
-        col = _wrap(_COLUMNS[key.name], hint)
+        col = _wrap(_COLUMNS[key.name], how.hint)
         kind, nullable = COLUMN_KEYS[key.name]
         bound = [_int_or_float(v) for v in present] if kind == "int" else present
         test = col.in_(bound)
@@ -191,14 +215,14 @@ def _compile_in(key: Key, values: tuple[Value, ...], hint: bool = False) -> Colu
     elif present and key.kind == "metric":
         nums = [_float(v) for v in present]
         parts.append(
-            _metric_in(sa.and_(RunMetric.key == key.name, RunMetric.value.in_(nums)), hint)
+            _metric_in(sa.and_(RunMetric.key == key.name, RunMetric.value.in_(nums)), how.hint)
         )
     elif present:
-        parts.append(_param_in(key.name, _param_in_test(present), hint))
+        parts.append(_param_in(key.name, _param_in_test(present), how))
     return sa.or_(*parts)
 
 
-def _param_in_test(values: list[Value]) -> ColumnElement[bool]:
+def _param_in_test(values: Sequence[Value]) -> ColumnElement[bool]:
     texts = [_text(v) for v in values if isinstance(v, str | bool)]
     nums = [_float(v) for v in values if not isinstance(v, str | bool)]
     tests = []
@@ -213,8 +237,29 @@ def _param_sub(path: str, test: ColumnElement[bool]) -> Any:
     return sa.select(VersionParam.version_id).where(VersionParam.key == path, test)
 
 
-def _param_in(path: str, test: ColumnElement[bool], hint: bool = False) -> ColumnElement[bool]:
-    return _wrap(Run.config_version_id, hint).in_(_param_sub(path, test))
+def _param_in(path: str, test: ColumnElement[bool], how: _How = _PLAIN) -> ColumnElement[bool]:
+    col = _wrap(Run.config_version_id, how.hint)
+    ids = how.versions(path, test) if how.versions is not None else None
+    return col.in_(ids) if ids is not None else col.in_(_param_sub(path, test))
+
+
+#: A param clause matching more versions than this stays a subquery.
+MAX_LISTED_VERSIONS = 1000
+
+
+def _resolver(session: Session) -> Resolver:
+    """Resolve param clauses to version ids with ``session``, each distinct clause once."""
+    found: dict[tuple[str, str], list[int] | None] = {}
+
+    def versions(path: str, test: ColumnElement[bool]) -> list[int] | None:
+        key = (path, str(test.compile(compile_kwargs={"literal_binds": True})))
+        if key not in found:
+            sub = _param_sub(path, test).order_by(VersionParam.version_id)
+            ids = list(session.scalars(sub.limit(MAX_LISTED_VERSIONS + 1)))
+            found[key] = ids if len(ids) <= MAX_LISTED_VERSIONS else None
+        return found[key]
+
+    return versions
 
 
 def _metric_in(test: ColumnElement[bool], hint: bool = False) -> ColumnElement[bool]:
@@ -336,6 +381,39 @@ def _pushdown(node: Node | None, key: Key, expr: Any) -> list[ColumnElement[bool
     return [_OPS[n.op](expr, _float(n.value)) for n in _pushed(node, key)]
 
 
+def _param_item(item: Node) -> tuple[str, ColumnElement[bool]] | None:
+    """(path, version_params test) of a clause every matching run's version passes, or None."""
+    if isinstance(item, Compare) and item.key.kind == "param" and item.op != "NOT LIKE":
+        if item.value is not None:
+            return item.key.name, _param_test(item.op, item.value)
+        if item.op == "!=":
+            return item.key.name, sa.or_(VersionParam.num.is_not(None),
+                                         VersionParam.text.is_not(None))
+    if isinstance(item, In) and item.key.kind == "param" and not item.negated:
+        if None not in item.values:
+            return item.key.name, _param_in_test(list(item.values))
+    return None
+
+
+def _merge_params(node: Node | None, how: _How) -> tuple[list[int] | None, Node | None]:
+    """The top-level AND's param clauses as one list of the versions passing them all (what
+    a planner sizes right; several lists it multiplies as if independent), and the rest."""
+    if how.versions is None:
+        return None, node
+    merged: set[int] | None = None
+    used: list[Node] = []
+    for item in _items(node):
+        if (found := _param_item(item)) is not None:
+            ids = how.versions(*found)
+            if ids is not None:
+                merged = set(ids) if merged is None else merged & set(ids)
+                used.append(item)
+    if merged is None:
+        return None, node
+    rest = tuple(n for n in _items(node) if not any(n is u for u in used))
+    return sorted(merged), None if not rest else rest[0] if len(rest) == 1 else And(rest)
+
+
 def _without(node: Node | None, drop: list[Compare]) -> Node | None:
     """``node`` less the top-level AND clauses in ``drop`` (restated on the joined sort row,
     where they are the same test: testing them again would build a list of every run)."""
@@ -345,10 +423,17 @@ def _without(node: Node | None, drop: list[Compare]) -> Node | None:
     return None if not rest else rest[0] if len(rest) == 1 else And(rest)
 
 
-def _after(sort: _Sort, values: list[Any], last_id: int, desc: bool) -> ColumnElement[bool]:
-    """Rows strictly after (values, last_id) in the order: each value NULLS LAST, then id."""
+def _after(
+    sort: _Sort, values: list[Any], last_id: int | None, desc: bool
+) -> ColumnElement[bool]:
+    """Rows strictly after (values, last_id) in the order: each value NULLS LAST, then id.
+    ``last_id`` None: strictly after ``values``, past all their ties."""
     id_col = sort.id_col
-    cond: ColumnElement[bool] = id_col < last_id if desc else id_col > last_id
+    cond: ColumnElement[bool]
+    if last_id is None:
+        cond = sa.false()
+    else:
+        cond = id_col < last_id if desc else id_col > last_id
     for expr, value in reversed(list(zip(sort.exprs, values, strict=True))):
         if value is None:
             cond = sa.and_(expr.is_(None), cond)
@@ -435,13 +520,15 @@ def build_query(
 
 @dataclass(frozen=True)
 class _Plan:
-    """How one select is shaped. Default: plain SQL, the database's planner decides (what
-    PostgreSQL, with its statistics, does well). ``hint`` (SQLite): no filter term may use an
-    index, so either ``driver`` (a selective term, repeated as a plain WHERE term) reaches the
-    candidate runs and they are sorted, or, with no driver, the order's own index is walked
-    and LIMIT stops it early."""
+    """How one select is shaped: how its filter compiles, and (SQLite) the term that drives it.
 
-    hint: bool = False
+    With ``how.hint``, no filter term may use an index, so either ``driver`` (a selective term,
+    repeated as a plain WHERE term) reaches the candidate runs and they are sorted, or, with
+    no driver, the order's own index is walked and LIMIT stops it early. Without it the
+    database's planner decides (PostgreSQL's, with statistics and literal version lists,
+    does well)."""
+
+    how: _How = _PLAIN
     driver: ColumnElement[bool] | None = None
 
 
@@ -452,11 +539,13 @@ def _select(
     node: Node | None,
     order: OrderBy | None,
     limit: int,
-    after: tuple[list[Any], int] | None,
+    after: tuple[list[Any], int | None] | None,
     part: str = "all",
     plan: _Plan = _DEFAULT,
+    versions: list[int] | None = None,
 ) -> Any:
-    """One select; ``part`` is ``all``, or for a param/metric order ``present`` or ``lacking``."""
+    """One select; ``part`` is ``all``, or for a param/metric order ``present`` or ``lacking``;
+    ``versions`` limits it to the runs of those config versions."""
     desc = bool(order and order.descending)
     sort = _sort(order, part, driven=plan.driver is not None)
     width = 2 if order and order.key.kind == "param" else 1 if order else 0
@@ -470,10 +559,15 @@ def _select(
         pushed = _pushed(node, order.key)
         query = query.where(*_pushdown(node, order.key, sort.exprs[0]))
     rest = _without(node, pushed)
+    version_ids, rest = _merge_params(rest, plan.how)
+    if version_ids is not None:
+        query = query.where(_wrap(Run.config_version_id, plan.how.hint).in_(version_ids))
     if rest is not None:
-        query = query.where(compile_filter(rest, hint=plan.hint))
+        query = query.where(compile_filter(rest, plan.how))
     if plan.driver is not None:
         query = query.where(plan.driver)
+    if versions is not None:
+        query = query.where(_wrap(Run.config_version_id, plan.how.hint).in_(versions))
     if after is not None:
         values, last_id = after
         query = query.where(_after(sort, values[: len(sort.exprs)], last_id, desc))
@@ -494,16 +588,86 @@ def _fetch(
     then, if the page is not full and the filter lets such runs through, those lacking it.
     """
     after = decode_cursor(cursor, order) if cursor else None
-    plan = _plan(session, node, order, limit)
+    if session.get_bind().dialect.name == "postgresql":
+        # A page is a few milliseconds of index walking; starting parallel workers costs more
+        # (20 ms of latency measured at 100k runs on 2 cores). For this transaction only.
+        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    versions_of = _resolver(session)
     if order is None or order.key.kind == "column":
+        plan = _plan(session, versions_of, node, order, limit)
         return list(session.execute(_select(node, order, limit, after, plan=plan)).all())
     in_lacking = after is not None and all(v is None for v in after[0])
-    rows = [] if in_lacking else list(
-        session.execute(_select(node, order, limit, after, "present", plan)).all()
-    )
+    rows: list[Any] = []
+    if not in_lacking and order.key.kind == "param":
+        rows = _present_by_param(session, versions_of, node, order, limit, after)
+    elif not in_lacking:
+        plan = _plan(session, versions_of, node, order, limit)
+        rows = list(session.execute(_select(node, order, limit, after, "present", plan)).all())
+    plain = _Plan(_How(versions=versions_of))
     if len(rows) < limit and not _requires(node, order.key):
         rest = after if in_lacking else None
-        rows += session.execute(_select(node, order, limit - len(rows), rest, "lacking")).all()
+        lacking = _select(node, order, limit - len(rows), rest, "lacking", plain)
+        rows += session.execute(lacking).all()
+    return rows
+
+
+#: A param order walks at most this many groups of runs sharing a value one at a time.
+GROUP_WALK = 8
+#: Rows of (value, version) a param order reads to form its groups.
+GROUP_ROWS = 2000
+
+
+def _present_by_param(
+    session: Session, versions_of: Resolver, node: Node | None, order: OrderBy, limit: int,
+    after: tuple[list[Any], int] | None,
+) -> list[Any]:
+    """The runs holding a value of the param ``order`` sorts by, in order: ``(run, num, text)``.
+
+    Runs sharing a value tie, and ties break on id, so one select must read and sort every
+    run of the first values' versions (tens of thousands when a value is common). Instead,
+    walk the distinct values in order (a few hundred rows of version_params) and, for each,
+    the runs of its versions by id, which an index (or SQLite's rowid) yields in order, with
+    LIMIT stopping early: a few small selects. After GROUP_WALK values, one select sorts the
+    rest."""
+    vp = VersionParam
+    desc = order.descending
+    present = sa.or_(vp.num.is_not(None), vp.text.is_not(None))
+    ordering = [(c.desc() if desc else c.asc()).nulls_last() for c in (vp.num, vp.text)]
+    found = session.execute(
+        sa.select(vp.num, vp.text, vp.version_id)
+        .where(vp.key == order.key.name, present)
+        .order_by(*ordering, vp.version_id)
+        .limit(GROUP_ROWS + 1)
+    ).all()
+    groups: list[tuple[list[Any], list[int]]] = []
+    for num, text, version_id in found:
+        if groups and groups[-1][0] == [num, text]:
+            groups[-1][1].append(version_id)
+        else:
+            groups.append(([num, text], [version_id]))
+    if len(found) > GROUP_ROWS:
+        groups.pop()  # it may lack versions
+    start = 0
+    if after is not None:
+        start = next((i for i, (value, _) in enumerate(groups) if value == after[0]), -1)
+    if start < 0 or not groups:
+        plan = _plan(session, versions_of, node, order, limit)
+        return list(session.execute(_select(node, order, limit, after, "present", plan)).all())
+    by_id = OrderBy(Key("column", "id"), desc)
+    rows: list[Any] = []
+    walked = groups[start : start + GROUP_WALK]
+    for i, (value, version_ids) in enumerate(walked):
+        term = Run.config_version_id.in_(version_ids)
+        plan = _plan(session, versions_of, node, by_id, limit - len(rows), extra=term)
+        within = ([after[1]], after[1]) if i == 0 and after is not None else None
+        page = _select(node, by_id, limit - len(rows), within, plan=plan, versions=version_ids)
+        rows += [(run, *value) for run, _id in session.execute(page).all()]
+        if len(rows) >= limit:
+            return rows
+    if start + len(walked) < len(groups) or len(found) > GROUP_ROWS:
+        plan = _plan(session, versions_of, node, order, limit - len(rows))
+        rest = (walked[-1][0], None)  # past every run of the last walked value
+        rows += session.execute(_select(node, order, limit - len(rows), rest, "present", plan))
     return rows
 
 
@@ -513,21 +677,35 @@ COUNT_CAP = 5000
 _INDEXED_ORDERS = frozenset({"id", "created_at"})
 
 
-def _plan(session: Session, node: Node | None, order: OrderBy | None, limit: int) -> _Plan:
-    """SQLite only (it keeps no statistics unless someone runs ANALYZE, and even then cannot
-    size an ``IN (SELECT ...)`` list): choose between walking the order's index and driving
-    from the most selective top-level term, by counting each candidate term's runs up to a
-    cap in one statement. Walking the order costs about ``limit / selectivity`` probes,
-    driving about ``matches`` rows and a sort: drive when a term matches fewer than
-    ``sqrt(limit * runs)`` runs."""
-    if node is None or session.get_bind().dialect.name != "sqlite":
+def _plan(
+    session: Session, versions_of: Resolver, node: Node | None, order: OrderBy | None,
+    limit: int, extra: ColumnElement[bool] | None = None,
+) -> _Plan:
+    """The plan of one page. Param clauses are resolved to version ids on both databases.
+
+    Then choose between walking the order's index (LIMIT stops it early) and driving from
+    the most selective top-level term, by counting each candidate term's runs up to a cap in
+    one statement. Walking the order costs about ``limit / selectivity`` probes, driving about
+    ``matches`` rows and a sort: drive when a term matches fewer than ``sqrt(limit * runs)``
+    runs. SQLite keeps no statistics unless someone runs ANALYZE, and even then cannot size
+    an ``IN (SELECT ...)`` list, so it is told both ways (:class:`_NoIndex`). PostgreSQL
+    plans well from its statistics, except when the filter correlates with the order (runs
+    with ``temperature = 0.7`` sit in the middle of ``gen_distinct_2`` order, not spread
+    through it): it is only told to drive, by an order no index serves."""
+    if node is None and extra is None:
         return _DEFAULT
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    hinted, plain = _How(sqlite, versions_of), _How(False, versions_of)
     ordered = order is None or order.key.kind != "column" or order.key.name in _INDEXED_ORDERS
     sort_metric = order.key if order is not None and order.key.kind == "metric" else None
     drivers: list[tuple[ColumnElement[bool], Any]] = []  # (driving term, the ids it selects)
+    if extra is not None:
+        drivers.append((extra, sa.select(Run.id).where(extra)))
     versions = [sub for item in _items(node) if (sub := _version_sub(item)) is not None]
     if versions:
-        matched = versions[0] if len(versions) == 1 else sa.intersect(*versions)
+        matched: Any = versions[0]
+        if len(versions) > 1:
+            matched = sa.intersect(*versions)
         term = Run.config_version_id.in_(matched)
         drivers.append((term, sa.select(Run.id).where(term)))
     for item in _items(node):
@@ -544,7 +722,7 @@ def _plan(session: Session, node: Node | None, order: OrderBy | None, limit: int
         ranged = sa.select(RunMetric.run_id).where(RunMetric.key == sort_metric.name, *tests)
     counted = [ids for _, ids in drivers] + ([ranged] if ranged is not None else [])
     if not counted:
-        return _Plan(hint=ordered)
+        return _Plan(hinted if ordered else plain)
     total = sa.select(sa.func.max(Run.id)).scalar_subquery()
     capped = [
         sa.select(sa.func.count()).select_from(ids.limit(COUNT_CAP).subquery()).scalar_subquery()
@@ -553,12 +731,13 @@ def _plan(session: Session, node: Node | None, order: OrderBy | None, limit: int
     runs, *counts = session.execute(sa.select(total, *capped)).one()
     threshold = min(COUNT_CAP, max(1.0, ((limit + 1) * (runs or 0)) ** 0.5))
     if ranged is not None and counts[-1] < threshold:
-        return _Plan(hint=True)  # the order's own range is short: walk it
+        return _Plan(hinted)  # the order's own range is short: walk it
     if drivers:
         best = min(range(len(drivers)), key=lambda i: counts[i])
         if counts[best] < threshold:
-            return _Plan(hint=True, driver=drivers[best][0])
-    return _Plan(hint=True) if ordered else _DEFAULT
+            # PostgreSQL picks the driving term itself once the order cannot come from an index.
+            return _Plan(hinted, drivers[best][0] if sqlite else sa.true())
+    return _Plan(hinted if ordered else plain)
 
 
 def _version_sub(item: Node) -> Any:
