@@ -251,8 +251,11 @@ def bench_latency(url: str, runs: int, tmp: Path) -> None:
 def _one_latency(
     session: requests.Session, base: str, worker: Child, log: Path, index: int
 ) -> float:
-    body = {"config": "latency", "kind": "train", "queue": "latency"}
-    run = session.post(f"{base}/api/v1/runs", json=body, timeout=30).json()
+    # force: the same config and seed again on purpose (otherwise a 409 duplicate run).
+    body = {"config": "latency", "kind": "train", "queue": "latency", "force": True}
+    answer = session.post(f"{base}/api/v1/runs", json=body, timeout=30)
+    answer.raise_for_status()
+    run = answer.json()
     line = _wait_log(worker, log, f"run={run['id']} claim->first-step", 300)
     while session.get(f"{base}/api/v1/runs/{run['id']}", timeout=10).json()["status"] in (
         "queued",
