@@ -300,7 +300,7 @@ def _queue_demo_run(url: str, admin: str) -> dict[str, Any]:
     """Register the preset as a config (or a new version of it) and queue a train run."""
     client = _client(url, admin)
     preset = client.request("GET", f"{API}/presets/{DEMO_PRESET}")
-    stored = client.submit(DEMO_CONFIG, preset["config"], message=f"the {DEMO_PRESET} preset")
+    stored = client.submit(DEMO_CONFIG, preset, message=f"the {DEMO_PRESET} preset")
     click.echo(
         f"3/5 registered {DEMO_CONFIG} version {stored['version']} (hash {stored['hash'][:12]})"
     )

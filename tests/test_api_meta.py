@@ -24,8 +24,9 @@ def test_presets(client: FlaskClient, auth) -> None:
     assert [p["name"] for p in listed] == [p.name for p in presets.list_presets()]
     one = client.get(f"{API}/presets/{listed[0]['name']}", headers=auth("viewer"))
     assert one.status_code == 200
-    document = one.json["config"]
+    document = one.json
     assert spec.validate(document).valid
+    assert document == presets.get_preset(listed[0]["name"]).document
     assert client.get(f"{API}/presets/no-such-preset", headers=auth()).status_code == 404
 
 

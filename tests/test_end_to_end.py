@@ -78,7 +78,7 @@ def worker(
 
 def register_tiny(server: Server, token: str, name: str = "tiny", **training: Any) -> int:
     """The tiny-cpu preset (with ``training`` changes) as config ``name``; its version."""
-    doc = server.get("/presets/tiny-cpu", token).json()["config"]
+    doc = server.get("/presets/tiny-cpu", token).json()
     doc["training"].update(training)
     answer = server.post("/configs", token, {"name": name, "config": doc})
     assert answer.status_code == 201, answer.text

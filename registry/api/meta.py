@@ -12,7 +12,6 @@ from registry.api.body import document_of, json_body
 from registry.api.guard import requires
 from registry.api.schemas import (
     Health,
-    Preset,
     PresetList,
     PresetSummary,
     ValidateRequest,
@@ -58,21 +57,19 @@ def list_presets() -> Any:
 @bp.get("/presets/<name>")
 @requires("read")
 def get_preset(name: str) -> Any:
-    """One preset with its full config document.
+    """One preset's full config document (its description is in ``GET /presets``).
     ---
     get:
-      summary: Read a preset
+      summary: Read a preset's config document
       responses:
         200:
-          description: the preset; `config` is its full document
-          content: {application/json: {schema: Preset}}
+          description: the preset's full, normalised config document (see GET /schema)
+          content: {application/json: {schema: {type: object}}}
         404:
           description: no such preset
           content: {application/json: {schema: Error}}
     """
-    p = presets.get_preset(name)
-    answer = Preset(name=p.name, description=p.description, section=p.section, config=p.document)
-    return jsonify(dump(answer))
+    return jsonify(presets.get_preset(name).document)
 
 
 @bp.post("/validate")

@@ -111,12 +111,6 @@ class PresetList(Answer):
     presets: list[PresetSummary]
 
 
-class Preset(PresetSummary):
-    """``GET /presets/<name>``: the preset with its full document."""
-
-    config: dict[str, Any]
-
-
 class ValidationAnswer(Answer):
     """``POST /validate``: 200 whether or not the document is valid."""
 
@@ -212,7 +206,6 @@ COMPONENTS: tuple[type[BaseModel], ...] = (
     Error,
     Health,
     PresetList,
-    Preset,
     ValidationAnswer,
     VersionCreated,
     ConfigList,
