@@ -1,4 +1,5 @@
-"""The filter language of ``GET /runs``: a tokenizer and a hand-written recursive-descent parser.
+"""The filter language of ``GET /runs``: a hand-written recursive-descent parser over the tokens
+of :mod:`registry.query_lex`.
 
 Pure: text in, an immutable AST out, or :class:`FilterParseError` with the 0-based character
 position and what was expected there. The grammar (keywords case-insensitive)::
@@ -12,7 +13,8 @@ position and what was expected there. The grammar (keywords case-insensitive)::
     value   := number | 'string' | "string" | true | false | null
     order   := key [ASC | DESC]
 
-Precedence is NOT > AND > OR. The compiler lives in :mod:`registry.query`.
+Precedence is NOT > AND > OR. The compiler lives in :mod:`registry.query_compile`, the entry
+point (:func:`registry.query.search_runs`) in :mod:`registry.query`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from registry.errors import FilterParseError
+from registry.query_lex import Token, parse_error, tokenize
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 32
@@ -153,102 +156,13 @@ class OrderBy:
     descending: bool = False
 
 
-# --- the tokenizer ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Token:
-    """One token: kind ``word``, ``number``, ``string``, ``op``, ``(``, ``)``, ``,`` or ``end``."""
-
-    kind: str
-    text: str
-    pos: int
-    value: Value = None
-
-
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]*")
-_OPS = ("<=", ">=", "!=", "<>", "=", "<", ">")
-
-
-def tokenize(text: str) -> list[Token]:
-    """Split ``text`` into tokens, ending with an ``end`` token."""
-    for i, c in enumerate(text):
-        # Neither database can store a NUL or a lone surrogate: refuse them here, not with a 500.
-        if c == "\x00" or "\ud800" <= c <= "\udfff":
-            raise _error(f"character {c!r} is not allowed", i, "printable text")
-    tokens: list[Token] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c.isspace():
-            i += 1
-        elif c in "(),":
-            tokens.append(Token(c, c, i))
-            i += 1
-        elif c in "'\"":
-            value, end = _read_string(text, i)
-            tokens.append(Token("string", text[i:end], i, value))
-            i = end
-        elif m := _NUMBER.match(text, i):
-            literal = m.group()
-            tokens.append(Token("number", literal, i, _number(literal)))
-            i = m.end()
-        elif m := _WORD.match(text, i):
-            tokens.append(Token("word", m.group(), i))
-            i = m.end()
-        elif op := next((o for o in _OPS if text.startswith(o, i)), None):
-            tokens.append(Token("op", "!=" if op == "<>" else op, i))
-            i += len(op)
-        else:
-            raise _error(f"unexpected character {c!r}", i, "a key, value, operator or parenthesis")
-    tokens.append(Token("end", "", n))
-    return tokens
-
-
-def _number(literal: str) -> int | float:
-    if any(ch in literal for ch in ".eE"):
-        return float(literal)
-    try:
-        return int(literal)
-    except ValueError:  # more digits than int() will parse: it is a huge number anyway
-        return float(literal)
-
-
-def _read_string(text: str, start: int) -> tuple[str, int]:
-    """Read a quoted string: a backslash escapes any character; a doubled quote is itself."""
-    quote, out, i = text[start], [], start + 1
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            out.append(text[i + 1])
-            i += 2
-        elif c == quote and text.startswith(quote * 2, i):
-            out.append(quote)
-            i += 2
-        elif c == quote:
-            return "".join(out), i + 1
-        else:
-            out.append(c)
-            i += 1
-    raise _error("unterminated string", start, f"a closing {quote}")
-
-
-def _error(message: str, position: int, expected: str) -> FilterParseError:
-    return FilterParseError(
-        f"{message} at position {position}: expected {expected}",
-        position=position,
-        expected=expected,
-    )
-
-
 # --- the parser ------------------------------------------------------------------------------
 
 
 class _Parser:
     def __init__(self, text: str, param_paths: Collection[str]) -> None:
         if len(text) > MAX_LENGTH:
-            raise _error("expression too long", MAX_LENGTH, f"at most {MAX_LENGTH} characters")
+            raise parse_error("expression too long", MAX_LENGTH, f"at most {MAX_LENGTH} characters")
         self.tokens = tokenize(text)
         self.i = 0
         self.depth = 0
@@ -273,8 +187,8 @@ class _Parser:
 
     def unexpected(self, expected: str) -> FilterParseError:
         tok = self.tok
-        found = "the end" if tok.kind == "end" else repr(tok.text)
-        return _error(f"unexpected {found}", tok.pos, expected)
+        found = "end of the expression" if tok.kind == "end" else repr(tok.text)
+        return parse_error(f"unexpected {found}", tok.pos, expected)
 
     def finish(self, expected: str) -> None:
         if self.tok.kind != "end":
@@ -299,7 +213,7 @@ class _Parser:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             pos = self.tok.pos
-            raise _error("expression nested too deeply", pos, f"at most {MAX_DEPTH} levels")
+            raise parse_error("expression nested too deeply", pos, f"at most {MAX_DEPTH} levels")
         try:
             if self.at_word("NOT"):
                 self.advance()
@@ -373,18 +287,18 @@ def resolve_key(name: str, pos: int, param_paths: Collection[str]) -> Key:
             return Key("param", path)
         close = difflib.get_close_matches(path, list(param_paths), n=1)
         hint = f"; did you mean params.{close[0]}?" if close else ""
-        raise _error(f"unknown config path {path!r}{hint}", pos, "params.<config path>")
+        raise parse_error(f"unknown config path {path!r}{hint}", pos, "params.<config path>")
     if lowered.startswith("metrics."):
         metric = name[len("metrics.") :]
         if not metric:
-            raise _error("empty metric name", pos, "metrics.<name>")
+            raise parse_error("empty metric name", pos, "metrics.<name>")
         return Key("metric", metric)
     if lowered in COLUMN_KEYS:
         return Key("column", lowered)
     names = [*COLUMN_KEYS, "params.", "metrics."]
     close = difflib.get_close_matches(lowered, names, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    raise _error(f"unknown key {name!r}{hint}", pos, KEY_EXPECTED)
+    raise parse_error(f"unknown key {name!r}{hint}", pos, KEY_EXPECTED)
 
 
 def check_value(key: Key, op: str, value: Value, pos: int) -> Value:
@@ -394,24 +308,24 @@ def check_value(key: Key, op: str, value: Value, pos: int) -> Value:
             None,
             "text",
         ):
-            raise _error("LIKE needs a text key and a string pattern", pos, "a quoted pattern")
+            raise parse_error("LIKE needs a text key and a string pattern", pos, "a quoted pattern")
         if re.search(r"(?<!\\)(?:\\\\)*\\$", value):
-            raise _error("a LIKE pattern cannot end with a lone backslash", pos, "a pattern")
+            raise parse_error("a LIKE pattern cannot end with a lone backslash", pos, "a pattern")
         return value
     if value is None or isinstance(value, bool):
         if op not in ("=", "!=", "IN"):
-            raise _error(f"{op} cannot compare with {_show(value)}", pos, "a number or string")
+            raise parse_error(f"{op} cannot compare with {_show(value)}", pos, "a number or string")
     kind = "metric" if key.kind == "metric" else _column_type(key)
     if value is None:
         return value
     if kind == "metric" and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise _error("metrics are numbers", pos, "a number")
+        raise parse_error("metrics are numbers", pos, "a number")
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise _error(f"{key.name} is a number", pos, "a number")
+        raise parse_error(f"{key.name} is a number", pos, "a number")
     if kind == "text" and not isinstance(value, str):
-        raise _error(f"{key.name} is text", pos, "a quoted string")
+        raise parse_error(f"{key.name} is text", pos, "a quoted string")
     if kind == "bool" and not isinstance(value, bool):
-        raise _error(f"{key.name} is true or false", pos, "true, false or null")
+        raise parse_error(f"{key.name} is true or false", pos, "true, false or null")
     if kind == "datetime":
         return _parse_datetime(value, pos)
     return value
@@ -424,11 +338,11 @@ def _column_type(key: Key) -> ColumnType | None:
 def _parse_datetime(value: Value, pos: int) -> dt.datetime:
     expected = "an ISO 8601 date or datetime string"
     if not isinstance(value, str):
-        raise _error("created_at compares with a date", pos, expected)
+        raise parse_error("created_at compares with a date", pos, expected)
     try:
         parsed = dt.datetime.fromisoformat(value.strip())
     except ValueError:
-        raise _error(f"not a date: {value!r}", pos, expected) from None
+        raise parse_error(f"not a date: {value!r}", pos, expected) from None
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 

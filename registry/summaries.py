@@ -86,18 +86,6 @@ def _best_val_loss(session: Session, config_ids: list[int]) -> dict[int, float]:
     return {config_id: float(value) for config_id, value in rows}
 
 
-def preload_versions(session: Session, runs: Sequence[Run]) -> None:
-    """Load the versions and configs of ``runs`` in one query (their lazy loads then hit the
-    identity map instead of the database, one row at a time)."""
-    ids = {r.config_version_id for r in runs}
-    if ids:
-        session.scalars(
-            select(ConfigVersion)
-            .where(ConfigVersion.id.in_(ids))
-            .options(joinedload(ConfigVersion.config))
-        ).all()
-
-
 def trained_runs(session: Session, name: str, limit: int = 50) -> list[Run]:
     """The newest succeeded train runs of config ``name`` (what an evaluate run starts from)."""
     stmt = (

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app, g, redirect, render_template, request, url_for
 
-from registry import query, queue, summaries
+from registry import query, queue
 from registry.app import services
 from registry.errors import BadRequest, FilterParseError
 from registry.models import Run
@@ -50,7 +50,6 @@ def runs() -> Any:
         error = {"message": err.message, "position": err.extra.get("position")}
     except query.InvalidCursor:
         return redirect(url_for("web.runs", filter=expr, order=order))
-    summaries.preload_versions(g.db, rows)
     now = queue.db_now(g.db)
     shown = [(run, progress_of(run, now)) for run in rows]
     return render_template(
