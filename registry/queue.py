@@ -26,7 +26,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from registry.db import is_postgres, utcnow
-from registry.errors import BadRequest, Conflict, DuplicateRun, NotFound, StaleLease
+from registry.duplicates import refuse_duplicate
+from registry.errors import BadRequest, Conflict, NotFound, StaleLease
 from registry.indexing import index_finished_run
 from registry.models import RUN_KINDS, ConfigVersion, Run, Worker
 
@@ -97,7 +98,7 @@ def enqueue(
     if seed is None:
         seed = int(version.document.get("training", {}).get("seed", 42))
     if kind == "train" and not force and code_version:
-        _refuse_duplicate(session, version, seed, code_version)
+        refuse_duplicate(session, version, seed, code_version)
     run = Run(
         config_version_id=version.id,
         kind=kind,
@@ -114,36 +115,6 @@ def enqueue(
     session.add(run)
     session.flush()
     return _loaded(session, run.id)
-
-
-def find_duplicate(
-    session: Session, version: ConfigVersion, seed: int, code_version: str
-) -> Run | None:
-    """The first succeeded train run of the same config hash and seed made by ``code_version``."""
-    candidates = session.scalars(
-        select(Run)
-        .join(ConfigVersion, Run.config_version_id == ConfigVersion.id)
-        .where(
-            ConfigVersion.hash == version.hash,
-            Run.kind == "train",
-            Run.status == "succeeded",
-            Run.seed == seed,
-        )
-        .order_by(Run.id)
-    )
-    return next(
-        (r for r in candidates if (r.provenance or {}).get("code_version") == code_version), None
-    )
-
-
-def _refuse_duplicate(session: Session, version: ConfigVersion, seed: int, code: str) -> None:
-    done = find_duplicate(session, version, seed, code)
-    if done is not None:
-        raise DuplicateRun(
-            f"run {done.id} already trained this config (hash {version.hash[:12]}, seed {seed}) "
-            f"with code {code}; see its results, or pass force to train again",
-            run=done.id,
-        )
 
 
 def _check_evaluable(session: Session, from_run: int | None) -> None:

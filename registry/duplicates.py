@@ -1,0 +1,40 @@
+"""Do not repeat work: a train run whose config hash, seed and code already succeeded."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.errors import DuplicateRun
+from registry.models import ConfigVersion, Run
+
+
+def find_duplicate(
+    session: Session, version: ConfigVersion, seed: int, code_version: str
+) -> Run | None:
+    """The first succeeded train run of the same config hash and seed made by ``code_version``."""
+    candidates = session.scalars(
+        select(Run)
+        .join(ConfigVersion, Run.config_version_id == ConfigVersion.id)
+        .where(
+            ConfigVersion.hash == version.hash,
+            Run.kind == "train",
+            Run.status == "succeeded",
+            Run.seed == seed,
+        )
+        .order_by(Run.id)
+    )
+    return next(
+        (r for r in candidates if (r.provenance or {}).get("code_version") == code_version), None
+    )
+
+
+def refuse_duplicate(session: Session, version: ConfigVersion, seed: int, code: str) -> None:
+    """DuplicateRun (409) naming the run when this work already succeeded."""
+    done = find_duplicate(session, version, seed, code)
+    if done is not None:
+        raise DuplicateRun(
+            f"run {done.id} already trained this config (hash {version.hash[:12]}, seed {seed}) "
+            f"with code {code}; see its results, or pass force to train again",
+            run=done.id,
+        )
