@@ -252,7 +252,9 @@ def test_kill_9_mid_run_is_finished_by_another_worker_as_attempt_2(
 ) -> None:
     server = stack(lease_seconds=3)
     admin = tokens["admin"]
-    register_tiny(server, admin, num_training_steps=120, eval_every_steps=60)
+    # Long enough (about 15 s on a quiet 2-core machine) that the heartbeat shows the run
+    # training before it could finish; the second worker then runs it whole.
+    register_tiny(server, admin, num_training_steps=400, eval_every_steps=200)
     run = queue_run(server, admin)
     first = worker(server, settings, tokens, tmp_path, "w1")
     training = wait_training(server, admin, run["id"], first)
