@@ -106,3 +106,17 @@ def memory_fits(doc: dict[str, Any]) -> Iterator[Issue]:
     yield warning("resources.gpu_memory_gb", f"estimated peak training memory {peak:.2f} GiB "
                   f"exceeds gpu_memory_gb ({budget:g}) by {peak - budget:.2f} GiB; "
                   + "; or ".join(remedies))
+
+
+@rule("task")
+def task_as_trained(doc: dict[str, Any]) -> Iterator[Issue]:
+    """Say plainly that the worker trains every task as a causal language model for now."""
+    task = doc["task"]
+    if task != "causal_lm":
+        yield warning(
+            "task",
+            f"{task}: the worker trains and evaluates the text model as a causal language "
+            "model (next-token loss on data.dataset); no classification head or visual "
+            "encoder is built yet, so the multimodal weights are recorded but do not change "
+            "training",
+        )

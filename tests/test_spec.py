@@ -369,6 +369,7 @@ RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("fp16_overflow", {"training": {"precision": "fp16"}}, "training.precision", "warning"),
     ("memory_fits", BIG, "resources.gpu_memory_gb", "warning"),
+    ("task_as_trained", {"task": "classification"}, "task", "warning"),
 ]
 
 
