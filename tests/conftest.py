@@ -17,6 +17,16 @@ from registry.db import make_session_factory
 from registry.settings import Settings
 from tests.dbs import database, migrated_engine, wipe
 
+
+@pytest.fixture(autouse=True)
+def _stop_processes_left_running() -> Iterator[None]:
+    """A test that failed midway must not leave its server or worker processes behind."""
+    yield
+    from tests.procs import stop_started
+
+    stop_started()
+
+
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 

@@ -84,6 +84,17 @@ class Proc:
         return self.log.read_text(errors="replace")[-20000:] if self.log.exists() else ""
 
 
+#: Every process started and not yet stopped; ``stop_started`` (an autouse fixture in
+#: tests/conftest.py) stops what a test left running, also when the test failed midway.
+STARTED: list[Proc] = []
+
+
+def stop_started() -> None:
+    """Stop, by PID, every process these helpers started that is still running."""
+    while STARTED:
+        STARTED.pop().stop()
+
+
 def start(args: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None) -> Proc:
     """Start ``args`` in a new session with ``env`` added to this environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +108,9 @@ def start(args: list[str], env: Mapping[str, str], log: Path, cwd: Path | None =
             cwd=cwd or ROOT,
             start_new_session=True,
         )
-    return Proc(popen, log)
+    proc = Proc(popen, log)
+    STARTED.append(proc)
+    return proc
 
 
 @dataclass
