@@ -29,7 +29,8 @@ from registry.db import is_postgres, utcnow
 from registry.duplicates import refuse_duplicate
 from registry.errors import BadRequest, Conflict, NotFound, StaleLease
 from registry.indexing import index_finished_run
-from registry.models import RUN_KINDS, ConfigVersion, Run, Worker
+from registry.models import RUN_KINDS, ConfigVersion, Run
+from registry.workers import touch_worker
 
 MAX_ATTEMPTS = 3
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -184,12 +185,7 @@ def claim(
     run_id = session.execute(stmt).scalar()
     if run_id is None:
         return None
-    session.execute(
-        update(Worker)
-        .where(Worker.id == worker_id)
-        .values(current_run_id=run_id, last_heartbeat_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    touch_worker(session, worker_id, now, run_id)
     return _loaded(session, run_id)
 
 
@@ -239,7 +235,7 @@ def heartbeat(
     if progress is not None:
         run.progress = _finite(progress)
     if run.worker_id:
-        _touch_worker(session, run.worker_id, now, run.id)
+        touch_worker(session, run.worker_id, now, run.id)
     session.flush()
     return run
 
@@ -310,7 +306,7 @@ def release(session: Session, run_id: int, lease: int, now: dt.datetime) -> Run:
     worker_id = run.worker_id
     _back_to_queue(run)
     if worker_id:
-        _touch_worker(session, worker_id, now, None, leaving=run.id)
+        touch_worker(session, worker_id, now, None, leaving=run.id)
     session.flush()
     return run
 
@@ -345,7 +341,7 @@ def reap(session: Session, now: dt.datetime) -> list[Run]:
         worker_id = run.worker_id
         _requeue_or_fail(run, now)
         if worker_id:
-            _touch_worker(session, worker_id, None, None, leaving=run.id)
+            touch_worker(session, worker_id, None, None, leaving=run.id)
         if run.status in FINISHED:
             session.flush()
             index_finished_run(session, run)
@@ -385,30 +381,9 @@ def _finish(session: Session, run: Run, now: dt.datetime) -> None:
     run.finished_at = now
     run.lease_expires_at = None
     if run.worker_id:
-        _touch_worker(session, run.worker_id, now, None, leaving=run.id)
+        touch_worker(session, run.worker_id, now, None, leaving=run.id)
     session.flush()
     index_finished_run(session, run)
-
-
-def _touch_worker(
-    session: Session,
-    worker_id: str,
-    now: dt.datetime | None,
-    current_run_id: int | None,
-    leaving: int | None = None,
-) -> None:
-    """Record a worker's current run (and that it was seen at ``now``).
-
-    ``leaving``: the run it stops holding; the worker's row changes only if that is still its
-    current run, so a late reap of an old run never hides the run it holds now.
-    """
-    values: dict[str, Any] = {"current_run_id": current_run_id}
-    if now is not None:
-        values["last_heartbeat_at"] = now
-    stmt = update(Worker).where(Worker.id == worker_id)
-    if leaving is not None:
-        stmt = stmt.where(Worker.current_run_id == leaving)
-    session.execute(stmt.values(**values).execution_options(synchronize_session=False))
 
 
 def _finite(value: Any) -> Any:

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from registry.errors import BadRequest, NotFound
@@ -50,3 +50,24 @@ def list_workers(session: Session) -> list[Worker]:
     """Every worker, the most recently seen first."""
     stmt = select(Worker).order_by(Worker.last_heartbeat_at.desc().nulls_last(), Worker.id)
     return list(session.scalars(stmt))
+
+
+def touch_worker(
+    session: Session,
+    worker_id: str,
+    now: dt.datetime | None,
+    current_run_id: int | None,
+    leaving: int | None = None,
+) -> None:
+    """Record a worker's current run (and that it was seen at ``now``).
+
+    ``leaving``: the run it stops holding; the worker's row changes only if that is still its
+    current run, so a late reap of an old run never hides the run it holds now.
+    """
+    values: dict[str, Any] = {"current_run_id": current_run_id}
+    if now is not None:
+        values["last_heartbeat_at"] = now
+    stmt = update(Worker).where(Worker.id == worker_id)
+    if leaving is not None:
+        stmt = stmt.where(Worker.current_run_id == leaving)
+    session.execute(stmt.values(**values).execution_options(synchronize_session=False))
