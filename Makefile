@@ -19,7 +19,7 @@ install: $(STAMP)
 ## The main job: service + one local worker + MLflow UI on the embedded default (SQLite under var/).
 run: $(STAMP)
 	$(BIN)/registry db upgrade
-	$(BIN)/python -m registry.devstack
+	$(BIN)/python -m registry.cli.devstack
 
 demo: $(STAMP)
 	$(BIN)/registry demo

@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from registry.devstack import BIN, Child, child_env, free_port, spawn, wait_healthy  # noqa: E402
+from registry.cli.devstack import BIN, Child, child_env, free_port, spawn, wait_healthy  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
@@ -59,7 +59,7 @@ def scratch_database() -> Iterator[str]:
     """A new, migrated PostgreSQL database; dropped afterwards."""
     from alembic import command
 
-    from registry.cli import alembic_config
+    from registry.migrations import alembic_config
 
     name = f"cr_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -165,8 +165,8 @@ def measure(
 
 
 def make_token(url: str, role: str) -> str:
-    from registry.auth import create_token
     from registry.db import make_engine, make_session_factory, transaction
+    from registry.services.auth import create_token
 
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as s:

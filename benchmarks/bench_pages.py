@@ -21,11 +21,12 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from registry import configs, indexing, presets, queue
-from registry.app import create_app
-from registry.auth import create_token
 from registry.db import make_engine, make_session_factory, transaction, utcnow
+from registry.document import presets
+from registry.http.app import create_app
 from registry.models import Run
+from registry.services import configs, indexing, queue
+from registry.services.auth import create_token
 from registry.settings import Settings
 
 GOAL_MS = 200.0
@@ -35,7 +36,7 @@ STATUSES = ("succeeded", "succeeded", "succeeded", "failed", "cancelled", "queue
 def _migrate(url: str) -> None:
     from alembic import command
 
-    from registry.cli import alembic_config
+    from registry.migrations import alembic_config
 
     command.upgrade(alembic_config(url), "head")
 
@@ -50,8 +51,10 @@ def fill(url: str, n_runs: int, n_configs: int = 50, seed: int = 0) -> dict[str,
         versions = []
         for c in range(n_configs):
             for v in range(3):
-                doc = {**base, "training": {**base["training"], "learning_rate": 1e-4 * (v + 1),
-                                            "seed": c}}
+                doc = {
+                    **base,
+                    "training": {**base["training"], "learning_rate": 1e-4 * (v + 1), "seed": c},
+                }
                 if v == 0:
                     added = configs.create_config(s, f"config-{c:03d}", doc, message="v1")
                 else:
@@ -64,18 +67,25 @@ def fill(url: str, n_runs: int, n_configs: int = 50, seed: int = 0) -> dict[str,
         status = rng.choice(STATUSES)
         done = status in ("succeeded", "failed")
         loss = rng.uniform(1.5, 4.0)
-        rows.append({
-            "config_version_id": rng.choice(versions), "kind": "train", "status": status,
-            "queue": rng.choice(("default", "default", "big")), "priority": 0, "attempt": 1,
-            "seed": 42, "cancel_requested": False,
-            "created_at": now - dt.timedelta(seconds=n_runs - i),
-            "metrics": {"val_loss": loss, "train_loss": loss * 0.9} if done else None,
-            "progress": (
-                {"phase": "train", "step": 10, "total": 30} if status == "running" else None
-            ),
-            "started_at": now - dt.timedelta(seconds=60) if status != "queued" else None,
-            "worker_id": "bench-w" if status == "running" else None,
-        })
+        rows.append(
+            {
+                "config_version_id": rng.choice(versions),
+                "kind": "train",
+                "status": status,
+                "queue": rng.choice(("default", "default", "big")),
+                "priority": 0,
+                "attempt": 1,
+                "seed": 42,
+                "cancel_requested": False,
+                "created_at": now - dt.timedelta(seconds=n_runs - i),
+                "metrics": {"val_loss": loss, "train_loss": loss * 0.9} if done else None,
+                "progress": (
+                    {"phase": "train", "step": 10, "total": 30} if status == "running" else None
+                ),
+                "started_at": now - dt.timedelta(seconds=60) if status != "queued" else None,
+                "worker_id": "bench-w" if status == "running" else None,
+            }
+        )
     with transaction(factory) as s:
         s.execute(insert(Run), rows)
         indexing.backfill(s)
@@ -135,8 +145,12 @@ def main() -> None:
         started = time.perf_counter()
         ids = fill(url, args.runs)
         print(f"filled {args.runs} runs in {time.perf_counter() - started:.1f}s")
-        settings = Settings(database_url=url, secret_key="bench", secure_cookies=False,
-                            mlflow_tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}")
+        settings = Settings(
+            database_url=url,
+            secret_key="bench",
+            secure_cookies=False,
+            mlflow_tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}",
+        )
         client = create_app(settings).test_client()
         sign_in(client, ids["token"])
         results = time_pages(client, args.repeat)

@@ -45,7 +45,7 @@ def touch(runs: list[Any]) -> None:
 
 def bench(url: str, args: argparse.Namespace, data: Any, flat: list[dict[str, Any]]) -> dict:
     from registry.db import make_engine, make_session_factory
-    from registry.query import search_runs
+    from registry.query.search import search_runs
 
     engine = make_engine(url)
     factory = make_session_factory(engine)
@@ -84,8 +84,11 @@ def bench(url: str, args: argparse.Namespace, data: Any, flat: list[dict[str, An
 
 
 def _explain(engine: sa.Engine, statements: list[tuple[str, Any]]) -> None:
-    prefix = ("EXPLAIN (ANALYZE, BUFFERS) " if engine.dialect.name == "postgresql"
-              else "EXPLAIN QUERY PLAN ")
+    prefix = (
+        "EXPLAIN (ANALYZE, BUFFERS) "
+        if engine.dialect.name == "postgresql"
+        else "EXPLAIN QUERY PLAN "
+    )
     with engine.connect() as conn:
         for sql, params in statements:
             if "runs" not in sql or sql.lstrip().upper().startswith(("BEGIN", "SAVEPOINT")):
@@ -109,7 +112,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--reload", action="store_true")
     args = parser.parse_args()
-    from registry.spec import flatten
+    from registry.document.spec import flatten
 
     data = make_dataset(args.runs)
     flat = [flatten(doc) for doc in data.normalized]

@@ -93,11 +93,13 @@ class Query:
 
 def by_metric(name: str, desc: bool = False) -> Callable[[RunSpec, dict[str, Any]], tuple]:
     """Our order: runs holding the metric first, by value, ties by id the same way."""
+
     def key(r: RunSpec, _doc: dict[str, Any]) -> tuple[Any, ...]:
         v = r.metrics.get(name)
         if v is None:
             return (1, 0, -r.run_id if desc else r.run_id)
         return (0, -v if desc else v, -r.run_id if desc else r.run_id)
+
     return key
 
 
@@ -105,6 +107,7 @@ def by_param(path: str, desc: bool = False) -> Callable[[RunSpec, dict[str, Any]
     def key(r: RunSpec, doc: dict[str, Any]) -> tuple[Any, ...]:
         v = float(doc[path])
         return (-v if desc else v, -r.run_id if desc else r.run_id)
+
     return key
 
 
@@ -118,84 +121,178 @@ def m(r: RunSpec, name: str) -> float:
 
 
 QUERIES: list[Query] = [
-    Query("param =", "params.model.model_dim = 512", "metrics.val_loss",
-          "params.`model.model_dim` = '512'", "metrics.val_loss ASC",
-          lambda r, d: d["model.model_dim"] == 512, by_metric("val_loss")),
-    Query("metric <", "metrics.val_loss < 2.5", "metrics.val_loss",
-          "metrics.val_loss < 2.5", "metrics.val_loss ASC",
-          lambda r, d: m(r, "val_loss") < 2.5, by_metric("val_loss")),
-    Query("order by metric only", None, "metrics.val_accuracy DESC",
-          None, "metrics.val_accuracy DESC",
-          lambda r, d: True, by_metric("val_accuracy", True)),
-    Query("metric range", "metrics.tokens_per_second >= 20000 AND "
-          "metrics.tokens_per_second < 40000", "metrics.tokens_per_second DESC",
-          "metrics.tokens_per_second >= 20000 AND metrics.tokens_per_second < 40000",
-          "metrics.tokens_per_second DESC",
-          lambda r, d: 20000 <= m(r, "tokens_per_second") < 40000,
-          by_metric("tokens_per_second", True)),
-    Query("bool param + metric", "params.training.gradient_checkpointing = true AND "
-          "metrics.val_loss < 2.8", "metrics.val_loss",
-          "params.`training.gradient_checkpointing` = 'True' AND metrics.val_loss < 2.8",
-          "metrics.val_loss ASC",
-          lambda r, d: d["training.gradient_checkpointing"] is True and m(r, "val_loss") < 2.8,
-          by_metric("val_loss")),
-    Query("2 params + status", "params.training.scheduler = 'cosine' AND "
-          "params.training.precision = 'bf16' AND status = 'succeeded'",
-          "metrics.val_perplexity",
-          "params.`training.scheduler` = 'cosine' AND params.`training.precision` = 'bf16' "
-          "AND attributes.status = 'FINISHED'", "metrics.val_perplexity ASC",
-          lambda r, d: d["training.scheduler"] == "cosine" and d["training.precision"] == "bf16"
-          and r.status == "succeeded", by_metric("val_perplexity")),
-    Query("issue example, lr =", "params.training.learning_rate = 3e-5 AND "
-          "params.training.gradient_checkpointing = true AND metrics.val_loss < 3.0 AND "
-          "status = 'succeeded'", "metrics.val_loss",
-          "params.`training.learning_rate` = '3e-05' AND "
-          "params.`training.gradient_checkpointing` = 'True' AND metrics.val_loss < 3.0 AND "
-          "attributes.status = 'FINISHED'", "metrics.val_loss ASC",
-          lambda r, d: d["training.learning_rate"] == 3e-5
-          and d["training.gradient_checkpointing"] is True and m(r, "val_loss") < 3.0
-          and r.status == "succeeded", by_metric("val_loss")),
-    Query("narrow param + metric", "metrics.val_loss < 2.4 AND "
-          "params.training.per_device_train_batch_size = 32", "metrics.val_loss",
-          "metrics.val_loss < 2.4 AND params.`training.per_device_train_batch_size` = '32'",
-          "metrics.val_loss ASC",
-          lambda r, d: m(r, "val_loss") < 2.4 and d["training.per_device_train_batch_size"] == 32,
-          by_metric("val_loss")),
-    Query("3 params + 2 metrics", "params.model.num_hidden_layers = 12 AND "
-          "params.generation.temperature = 0.7 AND params.data.tokenizer = 'bpe' AND "
-          "metrics.gen_distinct_2 > 0.5 AND metrics.val_accuracy > 0.5",
-          "metrics.gen_distinct_2 DESC",
-          "params.`model.num_hidden_layers` = '12' AND params.`generation.temperature` = '0.7' "
-          "AND params.`data.tokenizer` = 'bpe' AND metrics.gen_distinct_2 > 0.5 AND "
-          "metrics.val_accuracy > 0.5", "metrics.gen_distinct_2 DESC",
-          lambda r, d: d["model.num_hidden_layers"] == 12 and d["generation.temperature"] == 0.7
-          and d["data.tokenizer"] == "bpe" and m(r, "gen_distinct_2") > 0.5
-          and m(r, "val_accuracy") > 0.5, by_metric("gen_distinct_2", True)),
-    Query("status = failed", "status = 'failed'", "metrics.train_loss DESC",
-          "attributes.status = 'FAILED'", "metrics.train_loss DESC",
-          lambda r, d: r.status == "failed", by_metric("train_loss", True)),
+    Query(
+        "param =",
+        "params.model.model_dim = 512",
+        "metrics.val_loss",
+        "params.`model.model_dim` = '512'",
+        "metrics.val_loss ASC",
+        lambda r, d: d["model.model_dim"] == 512,
+        by_metric("val_loss"),
+    ),
+    Query(
+        "metric <",
+        "metrics.val_loss < 2.5",
+        "metrics.val_loss",
+        "metrics.val_loss < 2.5",
+        "metrics.val_loss ASC",
+        lambda r, d: m(r, "val_loss") < 2.5,
+        by_metric("val_loss"),
+    ),
+    Query(
+        "order by metric only",
+        None,
+        "metrics.val_accuracy DESC",
+        None,
+        "metrics.val_accuracy DESC",
+        lambda r, d: True,
+        by_metric("val_accuracy", True),
+    ),
+    Query(
+        "metric range",
+        "metrics.tokens_per_second >= 20000 AND metrics.tokens_per_second < 40000",
+        "metrics.tokens_per_second DESC",
+        "metrics.tokens_per_second >= 20000 AND metrics.tokens_per_second < 40000",
+        "metrics.tokens_per_second DESC",
+        lambda r, d: 20000 <= m(r, "tokens_per_second") < 40000,
+        by_metric("tokens_per_second", True),
+    ),
+    Query(
+        "bool param + metric",
+        "params.training.gradient_checkpointing = true AND metrics.val_loss < 2.8",
+        "metrics.val_loss",
+        "params.`training.gradient_checkpointing` = 'True' AND metrics.val_loss < 2.8",
+        "metrics.val_loss ASC",
+        lambda r, d: d["training.gradient_checkpointing"] is True and m(r, "val_loss") < 2.8,
+        by_metric("val_loss"),
+    ),
+    Query(
+        "2 params + status",
+        "params.training.scheduler = 'cosine' AND "
+        "params.training.precision = 'bf16' AND status = 'succeeded'",
+        "metrics.val_perplexity",
+        "params.`training.scheduler` = 'cosine' AND params.`training.precision` = 'bf16' "
+        "AND attributes.status = 'FINISHED'",
+        "metrics.val_perplexity ASC",
+        lambda r, d: (
+            d["training.scheduler"] == "cosine"
+            and d["training.precision"] == "bf16"
+            and r.status == "succeeded"
+        ),
+        by_metric("val_perplexity"),
+    ),
+    Query(
+        "issue example, lr =",
+        "params.training.learning_rate = 3e-5 AND "
+        "params.training.gradient_checkpointing = true AND metrics.val_loss < 3.0 AND "
+        "status = 'succeeded'",
+        "metrics.val_loss",
+        "params.`training.learning_rate` = '3e-05' AND "
+        "params.`training.gradient_checkpointing` = 'True' AND metrics.val_loss < 3.0 AND "
+        "attributes.status = 'FINISHED'",
+        "metrics.val_loss ASC",
+        lambda r, d: (
+            d["training.learning_rate"] == 3e-5
+            and d["training.gradient_checkpointing"] is True
+            and m(r, "val_loss") < 3.0
+            and r.status == "succeeded"
+        ),
+        by_metric("val_loss"),
+    ),
+    Query(
+        "narrow param + metric",
+        "metrics.val_loss < 2.4 AND params.training.per_device_train_batch_size = 32",
+        "metrics.val_loss",
+        "metrics.val_loss < 2.4 AND params.`training.per_device_train_batch_size` = '32'",
+        "metrics.val_loss ASC",
+        lambda r, d: m(r, "val_loss") < 2.4 and d["training.per_device_train_batch_size"] == 32,
+        by_metric("val_loss"),
+    ),
+    Query(
+        "3 params + 2 metrics",
+        "params.model.num_hidden_layers = 12 AND "
+        "params.generation.temperature = 0.7 AND params.data.tokenizer = 'bpe' AND "
+        "metrics.gen_distinct_2 > 0.5 AND metrics.val_accuracy > 0.5",
+        "metrics.gen_distinct_2 DESC",
+        "params.`model.num_hidden_layers` = '12' AND params.`generation.temperature` = '0.7' "
+        "AND params.`data.tokenizer` = 'bpe' AND metrics.gen_distinct_2 > 0.5 AND "
+        "metrics.val_accuracy > 0.5",
+        "metrics.gen_distinct_2 DESC",
+        lambda r, d: (
+            d["model.num_hidden_layers"] == 12
+            and d["generation.temperature"] == 0.7
+            and d["data.tokenizer"] == "bpe"
+            and m(r, "gen_distinct_2") > 0.5
+            and m(r, "val_accuracy") > 0.5
+        ),
+        by_metric("gen_distinct_2", True),
+    ),
+    Query(
+        "status = failed",
+        "status = 'failed'",
+        "metrics.train_loss DESC",
+        "attributes.status = 'FAILED'",
+        "metrics.train_loss DESC",
+        lambda r, d: r.status == "failed",
+        by_metric("train_loss", True),
+    ),
     # Beyond MLflow: OR, IN, NOT, ranges on params, order by a param or the date.
-    Query("issue example (lr <)", "params.training.learning_rate < 4e-5 AND "
-          "params.training.gradient_checkpointing = true AND metrics.val_loss < 2.5 AND "
-          "status = 'succeeded'", "metrics.val_loss", None, None,
-          lambda r, d: d["training.learning_rate"] < 4e-5
-          and d["training.gradient_checkpointing"] is True and m(r, "val_loss") < 2.5
-          and r.status == "succeeded", by_metric("val_loss")),
-    Query("IN + NOT, order date", "params.model.model_dim IN (128, 1024) AND "
-          "NOT status = 'failed'", "created_at DESC", None, None,
-          lambda r, d: d["model.model_dim"] in (128, 1024) and r.status != "failed", newest),
-    Query("OR + metric", "(params.training.scheduler = 'cosine' OR "
-          "params.training.precision = 'bf16') AND metrics.val_loss < 2.6", "metrics.val_loss",
-          None, None,
-          lambda r, d: (d["training.scheduler"] == "cosine" or d["training.precision"] == "bf16")
-          and m(r, "val_loss") < 2.6, by_metric("val_loss")),
-    Query("order by param", "status = 'succeeded'", "params.training.learning_rate DESC",
-          None, None, lambda r, d: r.status == "succeeded",
-          by_param("training.learning_rate", True)),
-    Query("param range + NOT", "params.training.learning_rate >= 1e-4 AND "
-          "NOT params.model.architecture = 'llama'", "metrics.val_accuracy DESC", None, None,
-          lambda r, d: d["training.learning_rate"] >= 1e-4 and d["model.architecture"] != "llama",
-          by_metric("val_accuracy", True)),
+    Query(
+        "issue example (lr <)",
+        "params.training.learning_rate < 4e-5 AND "
+        "params.training.gradient_checkpointing = true AND metrics.val_loss < 2.5 AND "
+        "status = 'succeeded'",
+        "metrics.val_loss",
+        None,
+        None,
+        lambda r, d: (
+            d["training.learning_rate"] < 4e-5
+            and d["training.gradient_checkpointing"] is True
+            and m(r, "val_loss") < 2.5
+            and r.status == "succeeded"
+        ),
+        by_metric("val_loss"),
+    ),
+    Query(
+        "IN + NOT, order date",
+        "params.model.model_dim IN (128, 1024) AND NOT status = 'failed'",
+        "created_at DESC",
+        None,
+        None,
+        lambda r, d: d["model.model_dim"] in (128, 1024) and r.status != "failed",
+        newest,
+    ),
+    Query(
+        "OR + metric",
+        "(params.training.scheduler = 'cosine' OR "
+        "params.training.precision = 'bf16') AND metrics.val_loss < 2.6",
+        "metrics.val_loss",
+        None,
+        None,
+        lambda r, d: (
+            (d["training.scheduler"] == "cosine" or d["training.precision"] == "bf16")
+            and m(r, "val_loss") < 2.6
+        ),
+        by_metric("val_loss"),
+    ),
+    Query(
+        "order by param",
+        "status = 'succeeded'",
+        "params.training.learning_rate DESC",
+        None,
+        None,
+        lambda r, d: r.status == "succeeded",
+        by_param("training.learning_rate", True),
+    ),
+    Query(
+        "param range + NOT",
+        "params.training.learning_rate >= 1e-4 AND NOT params.model.architecture = 'llama'",
+        "metrics.val_accuracy DESC",
+        None,
+        None,
+        lambda r, d: d["training.learning_rate"] >= 1e-4 and d["model.architecture"] != "llama",
+        by_metric("val_accuracy", True),
+    ),
 ]
 
 
@@ -256,17 +353,24 @@ def load_mlflow(path: Path, data: Dataset, client_runs: int, log: Callable[[str]
     steps = [int(doc["training"]["num_training_steps"]) for doc in data.normalized]
     for r in data.runs[:client_runs]:
         tags = _mlflow_tags(data, r)
-        run = client.create_run(exp_ids[tags["registry.config"]], start_time=r.start_ms,
-                                tags=tags, run_name=_run_name(data, r, tags))
+        run = client.create_run(
+            exp_ids[tags["registry.config"]],
+            start_time=r.start_ms,
+            tags=tags,
+            run_name=_run_name(data, r, tags),
+        )
         params = [Param(k, v) for k, v in sorted(flat[r.version].items())]
         metrics = [Metric(k, v, r.end_ms, steps[r.version]) for k, v in r.metrics.items()]
         for i in range(0, max(len(params), 1), 100):
-            client.log_batch(run.info.run_id, params=params[i:i + 100],
-                             metrics=metrics if i == 0 else [])
+            client.log_batch(
+                run.info.run_id, params=params[i : i + 100], metrics=metrics if i == 0 else []
+            )
         client.set_terminated(run.info.run_id, MLFLOW_STATUS[r.status], end_time=r.end_ms)
     t_client = time.perf_counter() - t0
-    log(f"  mlflow: {client_runs} runs through MlflowClient in {t_client:.0f}s "
-        f"({t_client / max(client_runs, 1) * 1000:.1f} ms a run)")
+    log(
+        f"  mlflow: {client_runs} runs through MlflowClient in {t_client:.0f}s "
+        f"({t_client / max(client_runs, 1) * 1000:.1f} ms a run)"
+    )
     bulk = len(data.runs) - client_runs
     if bulk:
         _bulk_mlflow(path, data, client_runs, exp_ids, flat, steps, art)
@@ -282,8 +386,15 @@ def load_mlflow(path: Path, data: Dataset, client_runs: int, log: Callable[[str]
     }
 
 
-def _bulk_mlflow(path: Path, data: Dataset, client_runs: int, exp_ids: dict[str, str],
-                 flat: list[dict[str, str]], steps: list[int], art: str) -> None:
+def _bulk_mlflow(
+    path: Path,
+    data: Dataset,
+    client_runs: int,
+    exp_ids: dict[str, str],
+    flat: list[dict[str, str]],
+    steps: list[int],
+    art: str,
+) -> None:
     """executemany into MLflow's tables, each row shaped like the client's rows of run 1."""
     db = sqlite3.connect(path)
     db.row_factory = sqlite3.Row
@@ -291,19 +402,26 @@ def _bulk_mlflow(path: Path, data: Dataset, client_runs: int, exp_ids: dict[str,
         "SELECT run_uuid FROM tags WHERE key = 'registry.run_id' AND value = '1'"
     ).fetchone()[0]
     tables = _run_tables(db)
-    touched = {t for t, col in tables.items()
-               if db.execute(f"SELECT 1 FROM {t} WHERE {col} = ?", (template_id,)).fetchone()}
+    touched = {
+        t
+        for t, col in tables.items()
+        if db.execute(f"SELECT 1 FROM {t} WHERE {col} = ?", (template_id,)).fetchone()
+    }
     expected_tables = {"runs", "tags", "params", "metrics", "latest_metrics"}
     if touched != expected_tables:
-        raise RuntimeError(f"MLflow wrote a run into {sorted(touched)}; the bulk loader knows "
-                           f"{sorted(expected_tables)}")
+        raise RuntimeError(
+            f"MLflow wrote a run into {sorted(touched)}; the bulk loader knows "
+            f"{sorted(expected_tables)}"
+        )
     run_row = dict(db.execute("SELECT * FROM runs WHERE run_uuid = ?", (template_id,)).fetchone())
     first = _mlflow_tags(data, data.runs[0])["registry.config"]
     if run_row["artifact_uri"] != f"{art}/{first}/{template_id}/artifacts":
         raise RuntimeError(f"unexpected artifact_uri {run_row['artifact_uri']}")
-    auto_tags = {row["key"]: row["value"] for row in db.execute(
-        "SELECT key, value FROM tags WHERE run_uuid = ?", (template_id,))
-        if not row["key"].startswith("registry.")}
+    auto_tags = {
+        row["key"]: row["value"]
+        for row in db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (template_id,))
+        if not row["key"].startswith("registry.")
+    }
     if set(auto_tags) != {"mlflow.runName"}:
         raise RuntimeError(f"unexpected automatic tags {sorted(auto_tags)}")
     rng = random.Random(len(data.runs))
@@ -315,10 +433,16 @@ def _bulk_mlflow(path: Path, data: Dataset, client_runs: int, exp_ids: dict[str,
         db.executemany(ins_run, runs)
         db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)", tags)
         db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)", params)
-        db.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
-                       "VALUES (?, ?, ?, ?, ?, 0)", metrics)
-        db.executemany("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, "
-                       "run_uuid) VALUES (?, ?, ?, ?, 0, ?)", latest)
+        db.executemany(
+            "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+            "VALUES (?, ?, ?, ?, ?, 0)",
+            metrics,
+        )
+        db.executemany(
+            "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, "
+            "run_uuid) VALUES (?, ?, ?, ?, 0, ?)",
+            latest,
+        )
         db.commit()
         for rows in (runs, tags, params, metrics, latest):
             rows.clear()
@@ -328,9 +452,15 @@ def _bulk_mlflow(path: Path, data: Dataset, client_runs: int, exp_ids: dict[str,
         t = _mlflow_tags(data, r)
         name = _run_name(data, r, t)
         row = dict(run_row)
-        row.update(run_uuid=rid, name=name, status=MLFLOW_STATUS[r.status], start_time=r.start_ms,
-                   end_time=r.end_ms, experiment_id=int(exp_ids[t["registry.config"]]),
-                   artifact_uri=f"{art}/{t['registry.config']}/{rid}/artifacts")
+        row.update(
+            run_uuid=rid,
+            name=name,
+            status=MLFLOW_STATUS[r.status],
+            start_time=r.start_ms,
+            end_time=r.end_ms,
+            experiment_id=int(exp_ids[t["registry.config"]]),
+            artifact_uri=f"{art}/{t['registry.config']}/{rid}/artifacts",
+        )
         runs.append([row[c] for c in cols])
         tags += [(k, v, rid) for k, v in {**t, "mlflow.runName": name}.items()]
         params += [(k, v, rid) for k, v in flat[r.version].items()]
@@ -409,8 +539,9 @@ def ensure_mlflow(
     return path, notes
 
 
-def ensure_sqlite(n: int, data: Dataset, ids: dict[int, str], args: argparse.Namespace,
-                  log: Callable) -> tuple[str, dict]:
+def ensure_sqlite(
+    n: int, data: Dataset, ids: dict[int, str], args: argparse.Namespace, log: Callable
+) -> tuple[str, dict]:
     folder = VAR / f"registry-{n}-d{DATA_VERSION}-s{schema_key()}"
     path, done = folder / "registry.db", folder / "loaded.json"
     url = f"sqlite:///{path}"
@@ -425,8 +556,9 @@ def ensure_sqlite(n: int, data: Dataset, ids: dict[int, str], args: argparse.Nam
     return url, notes
 
 
-def ensure_postgres(n: int, data: Dataset, ids: dict[int, str], args: argparse.Namespace,
-                    log: Callable) -> tuple[str, dict]:
+def ensure_postgres(
+    n: int, data: Dataset, ids: dict[int, str], args: argparse.Namespace, log: Callable
+) -> tuple[str, dict]:
     from sqlalchemy import create_engine, text
 
     name = f"cr_bench_query_{n}_d{DATA_VERSION}_s{schema_key()}"
@@ -435,8 +567,9 @@ def ensure_postgres(n: int, data: Dataset, ids: dict[int, str], args: argparse.N
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                  {"n": name}).scalar()
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).scalar()
             if exists and done.exists() and not args.reload:
                 _upgrade(url)
                 return url, json.loads(done.read_text()) | {"cached": True}
@@ -454,7 +587,7 @@ def ensure_postgres(n: int, data: Dataset, ids: dict[int, str], args: argparse.N
 def _upgrade(url: str) -> None:
     from alembic import command
 
-    from registry.cli import alembic_config
+    from registry.migrations import alembic_config
 
     command.upgrade(alembic_config(url), "head")
 
@@ -473,9 +606,9 @@ class Server:
     """``registry serve`` on a free port against ``url``, with a viewer token."""
 
     def __init__(self, url: str, log_path: Path) -> None:
-        from registry.auth import create_token
+        from registry.cli.devstack import BIN, free_port, spawn, wait_healthy
         from registry.db import make_engine, make_session_factory, transaction
-        from registry.devstack import BIN, free_port, spawn, wait_healthy
+        from registry.services.auth import create_token
 
         engine = make_engine(url)
         with transaction(make_session_factory(engine)) as s:
@@ -484,8 +617,16 @@ class Server:
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         env = {"DATABASE_URL": url, "REGISTRY_LEASE_SECONDS": "86400"}
-        args = [str(BIN / "registry"), "serve", "--port", str(port), "--workers", "1",
-                "--threads", "2"]
+        args = [
+            str(BIN / "registry"),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+        ]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.child = spawn("registry serve", args, env, log_path)
         wait_healthy(self.child, f"{self.base}/api/v1/health", 60)
@@ -503,12 +644,20 @@ class Server:
 
     def check_filter_api(self) -> None:
         """The list endpoint must take the filter language (not only status/config equality)."""
-        answer = self.http.get(f"{self.base}/api/v1/runs", timeout=60, params={
-            "filter": "metrics.val_loss < 0 OR params.model.model_dim IN (1, 2)",
-            "order_by": "metrics.val_loss", "limit": 1})
+        answer = self.http.get(
+            f"{self.base}/api/v1/runs",
+            timeout=60,
+            params={
+                "filter": "metrics.val_loss < 0 OR params.model.model_dim IN (1, 2)",
+                "order_by": "metrics.val_loss",
+                "limit": 1,
+            },
+        )
         if answer.status_code != 200:
-            raise SystemExit("GET /api/v1/runs does not take the filter language yet "
-                             f"(HTTP {answer.status_code}: {answer.text[:300]})")
+            raise SystemExit(
+                "GET /api/v1/runs does not take the filter language yet "
+                f"(HTTP {answer.status_code}: {answer.text[:300]})"
+            )
 
     def stop(self) -> None:
         self.http.close()
@@ -579,7 +728,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = print
     t0 = time.perf_counter()
     data = make_dataset(args.runs)
-    from registry.spec import flatten
+    from registry.document.spec import flatten
 
     flat = [flatten(doc) for doc in data.normalized]
     ml_path, ml_notes = ensure_mlflow(args.runs, data, args, log)
@@ -598,13 +747,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for s in servers.values():
             s.check_filter_api()
-        print(f"{'query':24s}{'matches':>8s}{'sqlite ms':>10s}"
-              + (f"{'pg ms':>10s}" if pg_url else "") + f"{'mlflow ms':>10s}{'ratio':>10s}")
+        print(
+            f"{'query':24s}{'matches':>8s}{'sqlite ms':>10s}"
+            + (f"{'pg ms':>10s}" if pg_url else "")
+            + f"{'mlflow ms':>10s}{'ratio':>10s}"
+        )
         for q in QUERIES:
             want, matches = expected(data, flat, q, args.limit)
-            row: dict[str, Any] = {"query": q.name, "filter": q.filter, "order_by": q.order_by,
-                                   "mlflow_filter": q.mlflow_filter,
-                                   "mlflow_order_by": q.mlflow_order, "matches": matches}
+            row: dict[str, Any] = {
+                "query": q.name,
+                "filter": q.filter,
+                "order_by": q.order_by,
+                "mlflow_filter": q.mlflow_filter,
+                "mlflow_order_by": q.mlflow_order,
+                "matches": matches,
+            }
 
             calls: dict[str, Callable[[], tuple[float | None, list[int] | None]]] = {
                 name: (lambda s=s, q=q: timed(lambda: s.search(q, args.limit)))
@@ -622,15 +779,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row[f"{name}_first_ms"] = round(ms, 2)
                 row[f"{name}_same"] = got == want
                 if got != want:
-                    log(f"  MISMATCH {q.name} / {name}: got {got[:8]}... want {want[:8]}... "
-                        f"(sets equal: {set(got or []) == set(want)})")
+                    log(
+                        f"  MISMATCH {q.name} / {name}: got {got[:8]}... want {want[:8]}... "
+                        f"(sets equal: {set(got or []) == set(want)})"
+                    )
             slow = row.get("mlflow_first_ms", 0) > args.slow_ms
             if slow:  # minutes a call: the first call is the one sample (a warm-up is noise here)
                 times["mlflow"].append(row["mlflow_first_ms"])
             for i in range(args.repeat):  # interleaved, so drift hits every side alike
                 for name, call in calls.items():
-                    if name == "mlflow" and (i >= args.mlflow_repeat or slow
-                                             or "mlflow_timed_out_s" in row):
+                    if name == "mlflow" and (
+                        i >= args.mlflow_repeat or slow or "mlflow_timed_out_s" in row
+                    ):
                         continue
                     ms, _ = call()
                     if ms is not None:
@@ -656,16 +816,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs": args.runs,
         "limit": args.limit,
         "ours_sqlite_median_ms": round(statistics.median(r["sqlite_ms"] for r in rows), 2),
-        "ours_sqlite_median_ms_compared":
-            round(statistics.median(r["sqlite_ms"] for r in compared), 2) if compared else None,
+        "ours_sqlite_median_ms_compared": round(
+            statistics.median(r["sqlite_ms"] for r in compared), 2
+        )
+        if compared
+        else None,
         "median_ratio": round(statistics.median(ratios), 1) if ratios else None,
         "min_ratio": min(ratios) if ratios else None,
         "ratios_that_are_lower_bounds": sum("ratio_at_least" in r for r in compared),
         "all_same": all(v for r in rows for k, v in r.items() if k.endswith("_same")),
     }
     if pg_url:
-        summary["ours_postgres_median_ms"] = round(statistics.median(r["postgres_ms"]
-                                                                     for r in rows), 2)
+        summary["ours_postgres_median_ms"] = round(
+            statistics.median(r["postgres_ms"] for r in rows), 2
+        )
     summary["goal_20x_every_query"] = bool(compared) and summary["min_ratio"] >= 20
     summary["goal_under_50ms_median"] = summary["ours_sqlite_median_ms"] < 50
     return {
@@ -674,17 +838,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loading": {"mlflow": ml_notes, "sqlite": sqlite_notes, "postgres": pg_notes},
         "method": {
             "ours": "GET /api/v1/runs over HTTP (keep-alive) against `registry serve --workers 1 "
-                    "--threads 2`, timed to the decoded JSON",
+            "--threads 2`, timed to the decoded JSON",
             "mlflow": "MlflowClient(sqlite).search_runs(all experiment ids, filter_string, "
-                      "order_by=[...], max_results=limit), timed in a child process that holds "
-                      "one warm client; a call over mlflow_timeout_s is abandoned (the child is "
-                      "killed) and its ratio reported as a lower bound",
+            "order_by=[...], max_results=limit), timed in a child process that holds "
+            "one warm client; a call over mlflow_timeout_s is abandoned (the child is "
+            "killed) and its ratio reported as a lower bound",
             "mlflow_timeout_s": args.mlflow_timeout,
-            "repeat": args.repeat, "mlflow_repeat": args.mlflow_repeat,
+            "repeat": args.repeat,
+            "mlflow_repeat": args.mlflow_repeat,
             "mlflow_slow_ms": args.slow_ms,
             "median_of": "timed repetitions after one warm-up call (which also checks results); "
-                         "an MLflow query whose first call took over mlflow_slow_ms is not "
-                         "repeated: that call is its one sample (mlflow_reps = 1)",
+            "an MLflow query whose first call took over mlflow_slow_ms is not "
+            "repeated: that call is its one sample (mlflow_reps = 1)",
         },
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -693,6 +858,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _print_row(row: dict[str, Any], servers: dict[str, Any]) -> None:
     def cell(key: str) -> str:
         return f"{row[key]:10.1f}" if key in row else f"{'-':>10s}"
+
     same = "ok" if all(v for k, v in row.items() if k.endswith("_same")) else "DIFF"
     pg = cell("postgres_ms") if "postgres" in servers else ""
     if "ratio" in row:
@@ -705,8 +871,10 @@ def _print_row(row: dict[str, Any], servers: dict[str, Any]) -> None:
     if "mlflow_timed_out_s" in row:
         mlflow = f"{'>' + format(row['mlflow_timed_out_s'] * 1000, '.0f'):>10s}"
     ratio = f"{ratio:>10s}"
-    print(f"{row['query']:24s}{row['matches']:8d}{cell('sqlite_ms')}{pg}{mlflow}"
-          f"{ratio}  {same}", flush=True)
+    print(
+        f"{row['query']:24s}{row['matches']:8d}{cell('sqlite_ms')}{pg}{mlflow}{ratio}  {same}",
+        flush=True,
+    )
 
 
 def _stop_on_sigterm(_signum: int, _frame: Any) -> None:
@@ -720,15 +888,26 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="also ours on PostgreSQL")
     parser.add_argument("--repeat", type=int, default=7, help="timed repetitions of ours")
     parser.add_argument("--mlflow-repeat", type=int, default=3)
-    parser.add_argument("--slow-ms", type=float, default=10000,
-                        help="an MLflow query slower than this is not repeated: its first "
-                        "call is its one sample")
-    parser.add_argument("--mlflow-timeout", type=float, default=300,
-                        help="seconds an MLflow call may take; slower ones count as this long "
-                        "(the ratio is then a lower bound)")
+    parser.add_argument(
+        "--slow-ms",
+        type=float,
+        default=10000,
+        help="an MLflow query slower than this is not repeated: its first call is its one sample",
+    )
+    parser.add_argument(
+        "--mlflow-timeout",
+        type=float,
+        default=300,
+        help="seconds an MLflow call may take; slower ones count as this long "
+        "(the ratio is then a lower bound)",
+    )
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--client-runs", type=int, default=2000,
-                        help="runs logged through MlflowClient; the rest by executemany")
+    parser.add_argument(
+        "--client-runs",
+        type=int,
+        default=2000,
+        help="runs logged through MlflowClient; the rest by executemany",
+    )
     parser.add_argument("--batch", type=int, default=1000, help="runs per transaction")
     parser.add_argument("--reload", action="store_true", help="rebuild the cached stores")
     parser.add_argument("--no-mlflow", action="store_true", help="time ours only")

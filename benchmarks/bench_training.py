@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from registry.spec import normalize
+from registry.document.spec import normalize
 from worker import data
 from worker.evaluation import causal_lm_loss
 from worker.tokenizer import ByteTokenizer
@@ -37,12 +37,18 @@ log = logging.getLogger("bench_training")
 
 def bench_doc(steps: int) -> dict[str, Any]:
     """FACTS' tiny model: hidden 128, 2 layers, batch 8 x 128."""
-    return normalize({
-        "model": {"model_dim": 128, "num_attention_heads": 8, "num_hidden_layers": 2},
-        "training": {"num_training_steps": steps, "per_device_train_batch_size": 8,
-                     "eval_every_steps": steps, "learning_rate": 1e-3},
-        "data": {"seq_len": 128},
-    })
+    return normalize(
+        {
+            "model": {"model_dim": 128, "num_attention_heads": 8, "num_hidden_layers": 2},
+            "training": {
+                "num_training_steps": steps,
+                "per_device_train_batch_size": 8,
+                "eval_every_steps": steps,
+                "learning_rate": 1e-3,
+            },
+            "data": {"seq_len": 128},
+        }
+    )
 
 
 def splits(doc: dict[str, Any]) -> data.Splits:
@@ -107,8 +113,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--budget", type=float, default=90.0, help="seconds")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (0: torch's default); 1 is steadier on a busy machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (0: torch's default); 1 is steadier on a busy machine",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,8 +126,9 @@ def main() -> None:
     doc, started = bench_doc(args.steps), time.perf_counter()
     s = splits(doc)
     with tempfile.TemporaryDirectory() as tmp:
-        tracker = TimedTracker(f"sqlite:///{tmp}/mlflow.db", artifact_root=str(Path(tmp) / "a"),
-                                flush_every_s=1.0)
+        tracker = TimedTracker(
+            f"sqlite:///{tmp}/mlflow.db", artifact_root=str(Path(tmp) / "a"), flush_every_s=1.0
+        )
         tracker.experiment_id("bench")  # create the store outside the measurement
         bare_loop(bench_doc(5), s)  # warm up allocator and kernels
         bare, tracked, shares = [], [], []
@@ -128,14 +139,24 @@ def main() -> None:
             speed, share = tracked_loop(doc, s, tracker, i)
             tracked.append(speed)
             shares.append(share)
-            log.info("round %d: bare %.0f tok/s, train()+MLflow %.0f tok/s (MLflow calls %.1f%%)",
-                     i, bare[-1], tracked[-1], 100 * share)
+            log.info(
+                "round %d: bare %.0f tok/s, train()+MLflow %.0f tok/s (MLflow calls %.1f%%)",
+                i,
+                bare[-1],
+                tracked[-1],
+                100 * share,
+            )
     log.info("best: bare %.0f tok/s, train()+MLflow %.0f tok/s", max(bare), max(tracked))
-    log.info("ratio train()+MLflow / bare: best %.3f, median %.3f (%.0f s)",
-             max(tracked) / max(bare), statistics.median(tracked) / statistics.median(bare),
-             time.perf_counter() - started)
-    log.info("time inside MLflow calls: median %.1f%% of the training loop",
-             100 * statistics.median(shares))
+    log.info(
+        "ratio train()+MLflow / bare: best %.3f, median %.3f (%.0f s)",
+        max(tracked) / max(bare),
+        statistics.median(tracked) / statistics.median(bare),
+        time.perf_counter() - started,
+    )
+    log.info(
+        "time inside MLflow calls: median %.1f%% of the training loop",
+        100 * statistics.median(shares),
+    )
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def _metrics(rng: random.Random, doc: dict[str, Any], status: str) -> dict[str, 
     train_loss = max(1.0, val_loss - abs(rng.gauss(0.08, 0.05)))
     speed = 60000 * (128 / m["model_dim"]) * (2 / m["num_hidden_layers"]) ** 0.7
     speed *= (t["per_device_train_batch_size"] / 16) ** 0.3
-    speed *= (0.72 if t["gradient_checkpointing"] else 1.0)
+    speed *= 0.72 if t["gradient_checkpointing"] else 1.0
     speed *= (1.6 if t["precision"] != "fp32" else 1.0) * math.exp(rng.gauss(0, 0.1))
     full = {
         "train_loss": train_loss,
@@ -130,10 +130,15 @@ def _metrics(rng: random.Random, doc: dict[str, Any], status: str) -> dict[str, 
         "val_perplexity": math.exp(val_loss),
         "val_accuracy": min(0.99, max(0.01, 0.75 - 0.18 * (val_loss - 1.5) + rng.gauss(0, 0.02))),
         "tokens_per_second": speed,
-        "gen_distinct_2": min(1.0, max(0.0, 0.35 + 0.35 * g["temperature"]
-                                        + 0.3 * (g["top_p"] - 0.9) + rng.gauss(0, 0.04))),
-        "gen_repetition_rate": min(1.0, max(0.0, 0.25 - 0.15 * g["temperature"]
-                                             + rng.gauss(0, 0.03))),
+        "gen_distinct_2": min(
+            1.0,
+            max(
+                0.0, 0.35 + 0.35 * g["temperature"] + 0.3 * (g["top_p"] - 0.9) + rng.gauss(0, 0.04)
+            ),
+        ),
+        "gen_repetition_rate": min(
+            1.0, max(0.0, 0.25 - 0.15 * g["temperature"] + rng.gauss(0, 0.03))
+        ),
     }
     if status == "succeeded":
         return full
@@ -143,7 +148,7 @@ def _metrics(rng: random.Random, doc: dict[str, Any], status: str) -> dict[str, 
 
 def make_dataset(n_runs: int, seed: int = 20261130) -> Dataset:
     """The deterministic sweep of ``n_runs`` runs over N_CONFIGS x VERSIONS_PER_CONFIG versions."""
-    from registry import spec
+    from registry.document import spec
 
     rng = random.Random(seed)
     families = ["tiny-lm", "chat-lm", "code-lm", "cls", "mm"]
@@ -211,7 +216,7 @@ def error_of(run: RunSpec) -> dict[str, Any] | None:
 
 def flat_params(doc: dict[str, Any]) -> dict[str, str]:
     """The params a worker logs to MLflow: the flattened normalised config, as strings."""
-    from registry.spec import flatten
+    from registry.document.spec import flatten
 
     return {k: "null" if v is None else str(v)[:6000] for k, v in flatten(dict(doc)).items()}
 
@@ -235,11 +240,11 @@ def load_registry(
     import sqlalchemy as sa
     from alembic import command
 
-    from registry import configs, queue
-    from registry.cli import alembic_config
     from registry.db import make_engine, make_session_factory, transaction, utcnow
-    from registry.indexing import index_finished_run
+    from registry.migrations import alembic_config
     from registry.models import ConfigVersion, RunMetric
+    from registry.services import configs, queue
+    from registry.services.indexing import index_finished_run
 
     t0 = time.perf_counter()
     command.upgrade(alembic_config(url), "head")
@@ -283,18 +288,28 @@ def load_registry(
                 if run is None or run.id != r.run_id:
                     raise RuntimeError(f"claimed {run and run.id}, expected {r.run_id}")
                 run = queue.complete(
-                    s, run.id, run.attempt, r.status, r.metrics,
-                    (mlflow_ids or {}).get(r.run_id), provenance(data, r), error_of(r), now,
+                    s,
+                    run.id,
+                    run.attempt,
+                    r.status,
+                    r.metrics,
+                    (mlflow_ids or {}).get(r.run_id),
+                    provenance(data, r),
+                    error_of(r),
+                    now,
                 )
                 if complete_indexes is None and r.metrics:
                     n = s.scalar(
-                        sa.select(sa.func.count()).select_from(RunMetric)
+                        sa.select(sa.func.count())
+                        .select_from(RunMetric)
                         .where(RunMetric.run_id == run.id)
                     )
                     complete_indexes = bool(n)
                     if not complete_indexes:
-                        progress("queue.complete does not index metrics yet: calling "
-                                 "indexing.index_finished_run after it")
+                        progress(
+                            "queue.complete does not index metrics yet: calling "
+                            "indexing.index_finished_run after it"
+                        )
                 if complete_indexes is False:
                     index_finished_run(s, run)
             s.expunge_all()
@@ -311,7 +326,8 @@ def load_registry(
     return {
         "seconds": round(time.perf_counter() - t0, 1),
         "versions_seconds": round(t_versions, 1),
-        "metrics_indexed_by": "queue.complete" if complete_indexes else
-        "indexing.index_finished_run (called by the loader after queue.complete)",
+        "metrics_indexed_by": "queue.complete"
+        if complete_indexes
+        else "indexing.index_finished_run (called by the loader after queue.complete)",
         "runs_per_transaction": batch,
     }

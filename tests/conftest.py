@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from registry.app import create_app
-from registry.auth import create_token
 from registry.db import make_session_factory
+from registry.http.app import create_app
+from registry.services.auth import create_token
 from registry.settings import Settings
 from tests.dbs import database, migrated_engine, wipe
 

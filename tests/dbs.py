@@ -10,24 +10,15 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, text
 
 from registry.db import Base, make_engine
+from registry.migrations import alembic_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
     "REGISTRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-
-
-def alembic_config(url: str) -> AlembicConfig:
-    """An Alembic config for ``url`` that does not reconfigure logging."""
-    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.attributes["database_url"] = url
-    cfg.attributes["configure_logger"] = False
-    return cfg
 
 
 def migrate(url: str, revision: str = "head") -> None:

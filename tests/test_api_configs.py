@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from flask.testing import FlaskClient
 
-from registry import spec
+from registry.document import spec
 
 API = "/api/v1"
 

@@ -7,8 +7,8 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from registry import presets, spec
-from registry.openapi import API_PREFIX, UrlMapPlugin
+from registry.document import presets, spec
+from registry.http.openapi import API_PREFIX, UrlMapPlugin
 
 API = "/api/v1"
 

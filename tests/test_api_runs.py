@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from registry.app import create_app
 from registry.db import make_session_factory, transaction
+from registry.http.app import create_app
 from registry.settings import Settings
 from tests.test_queue import make_version
 

@@ -11,10 +11,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, select, update
 from werkzeug.routing import Rule
 
-from registry.auth import CAPABILITIES, create_token, hash_token
 from registry.db import make_session_factory, utcnow
 from registry.errors import BadRequest
 from registry.models import Token
+from registry.services.auth import CAPABILITIES, create_token, hash_token
 
 API = "/api/v1"
 ROLES = ("admin", "submitter", "viewer", "worker")

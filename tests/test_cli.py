@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ import pytest
 import requests
 import yaml
 
-from registry import spec
 from registry.client import Client
+from registry.document import spec
 from registry.errors import Unauthorized
 
 pytestmark = pytest.mark.slow
@@ -57,32 +56,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_commands_and_extensions(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_command_is_on_the_one_group() -> None:
     from click.testing import CliRunner
 
-    from registry import cli
+    from registry.cli import main as cli
 
     result = CliRunner().invoke(cli.main, ["--help"])
     assert result.exit_code == 0
-    for command in ("db", "token", "serve", "submit", "export"):
+    for command in (
+        "db",
+        "token",
+        "serve",
+        "submit",
+        "export",
+        "runs",
+        "reproduce",
+        "demo",
+        "user",
+    ):
         assert command in result.output
 
-    extension = types.ModuleType("registry_test_extension")
+
+def test_global_options_reach_the_command_settings() -> None:
+    from click.testing import CliRunner
+
+    from registry.cli import main as cli
+    from registry.cli.context import current_settings
 
     @click.command("hello")
     def hello() -> None:
-        click.echo(cli.current_settings().server_url)
+        click.echo(current_settings().server_url)
 
-    def register(group: click.Group) -> None:
-        group.add_command(hello)
-
-    extension.register = register  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "registry_test_extension", extension)
     group = click.Group(
-        commands=dict(cli.main.commands), params=cli.main.params, callback=cli.main.callback
+        commands={**cli.main.commands, "hello": hello},
+        params=cli.main.params,
+        callback=cli.main.callback,
     )
-    monkeypatch.setattr(cli, "EXTENSIONS", ("registry_test_extension", "registry_not_there"))
-    cli._load_extensions(group)
     out = CliRunner().invoke(group, ["--server", "http://h:1", "hello"])
     assert out.exit_code == 0 and out.output.strip() == "http://h:1"
 

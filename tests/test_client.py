@@ -11,8 +11,9 @@ import yaml
 from flask import Flask
 from requests.adapters import BaseAdapter
 
-from registry import errors, spec
+from registry import errors
 from registry.client import Client, error_for
+from registry.document import spec
 
 
 class FlaskAdapter(BaseAdapter):

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from registry import configs
 from registry.db import make_session_factory, transaction
 from registry.errors import Conflict
+from registry.services import configs
 
 THREADS = 20
 

@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from registry import configs, spec
+from registry.document import spec
 from registry.errors import Conflict, InvalidConfig, InvalidInput, NotFound
 from registry.models import Config, ConfigVersion
+from registry.services import configs
 
 BASE: dict[str, Any] = {"training": {"learning_rate": 3e-5}}
 

@@ -7,29 +7,57 @@ from typing import Any
 
 import pytest
 
-from registry import architecture, spec
-from registry.estimate import estimate, parameter_count, warmup_steps
+from registry.document import architecture, spec
+from registry.document.estimate import estimate, parameter_count, warmup_steps
 
 CASES: dict[str, dict[str, Any]] = {
-    "deepseek-tiny": {"model": {"model_dim": 64, "num_attention_heads": 8,
-                                "num_hidden_layers": 2}},
-    "deepseek-one-layer-dense": {"model": {"model_dim": 64, "num_attention_heads": 8,
-                                           "num_hidden_layers": 1}},
-    "deepseek-explicit": {"model": {"model_dim": 96, "num_attention_heads": 12,
-                                    "num_hidden_layers": 3, "intermediate_size": 200,
-                                    "vocab_size": 300}},
-    "deepseek-bpe-wide-heads": {"model": {"model_dim": 128, "num_attention_heads": 32,
-                                          "num_hidden_layers": 2}, "data": {"tokenizer": "bpe"}},
-    "deepseek-head-dim-1": {"model": {"model_dim": 16, "num_attention_heads": 16,
-                                      "num_hidden_layers": 2}},
-    "llama-tiny": {"model": {"architecture": "llama", "model_dim": 64,
-                             "num_attention_heads": 8, "num_hidden_layers": 2}},
-    "llama-explicit": {"model": {"architecture": "llama", "model_dim": 128,
-                                 "num_attention_heads": 16, "num_hidden_layers": 1,
-                                 "intermediate_size": 100, "vocab_size": 1000}},
-    "llama-bpe": {"model": {"architecture": "llama", "model_dim": 96,
-                            "num_attention_heads": 8, "num_hidden_layers": 3},
-                  "data": {"tokenizer": "bpe"}},
+    "deepseek-tiny": {"model": {"model_dim": 64, "num_attention_heads": 8, "num_hidden_layers": 2}},
+    "deepseek-one-layer-dense": {
+        "model": {"model_dim": 64, "num_attention_heads": 8, "num_hidden_layers": 1}
+    },
+    "deepseek-explicit": {
+        "model": {
+            "model_dim": 96,
+            "num_attention_heads": 12,
+            "num_hidden_layers": 3,
+            "intermediate_size": 200,
+            "vocab_size": 300,
+        }
+    },
+    "deepseek-bpe-wide-heads": {
+        "model": {"model_dim": 128, "num_attention_heads": 32, "num_hidden_layers": 2},
+        "data": {"tokenizer": "bpe"},
+    },
+    "deepseek-head-dim-1": {
+        "model": {"model_dim": 16, "num_attention_heads": 16, "num_hidden_layers": 2}
+    },
+    "llama-tiny": {
+        "model": {
+            "architecture": "llama",
+            "model_dim": 64,
+            "num_attention_heads": 8,
+            "num_hidden_layers": 2,
+        }
+    },
+    "llama-explicit": {
+        "model": {
+            "architecture": "llama",
+            "model_dim": 128,
+            "num_attention_heads": 16,
+            "num_hidden_layers": 1,
+            "intermediate_size": 100,
+            "vocab_size": 1000,
+        }
+    },
+    "llama-bpe": {
+        "model": {
+            "architecture": "llama",
+            "model_dim": 96,
+            "num_attention_heads": 8,
+            "num_hidden_layers": 3,
+        },
+        "data": {"tokenizer": "bpe"},
+    },
 }
 
 
@@ -66,7 +94,10 @@ def test_config_kwargs_for_deepseek_set_the_moe_and_mla_sizes() -> None:
     assert kwargs["num_experts_per_tok"] == 2 and kwargs["n_routed_experts"] == 4
     assert kwargs["q_lora_rank"] is None and kwargs["tie_word_embeddings"] is False
     assert (kwargs["qk_nope_head_dim"], kwargs["qk_rope_head_dim"], kwargs["v_head_dim"]) == (
-        32, 16, 32)
+        32,
+        16,
+        32,
+    )
     assert kwargs["kv_lora_rank"] == 128 and kwargs["moe_intermediate_size"] == 768 // 4
     assert (kwargs["pad_token_id"], kwargs["bos_token_id"], kwargs["eos_token_id"]) == (0, 1, 2)
 
@@ -77,8 +108,9 @@ def test_llama_kwargs_have_no_moe() -> None:
     assert "n_routed_experts" not in kwargs and kwargs["num_key_value_heads"] == 8
 
 
-@pytest.mark.parametrize(("dim", "inner"), [(64, 256), (256, 768), (768, 2048),
-                                            (1024, 2816), (4096, 11008)])
+@pytest.mark.parametrize(
+    ("dim", "inner"), [(64, 256), (256, 768), (768, 2048), (1024, 2816), (4096, 11008)]
+)
 def test_derived_intermediate_size_follows_llama(dim: int, inner: int) -> None:
     doc = spec.normalize({"model": {"model_dim": dim, "num_attention_heads": 8}})
     assert architecture.resolve_intermediate_size(doc) == inner
@@ -90,9 +122,18 @@ def test_vocab_defaults_to_the_tokenizer() -> None:
 
 
 def test_llama_7b_shape_has_its_known_size() -> None:
-    doc = spec.normalize({"model": {"architecture": "llama", "model_dim": 4096,
-                                    "num_attention_heads": 32, "num_hidden_layers": 32,
-                                    "vocab_size": 32000, "max_position_embeddings": 2048}})
+    doc = spec.normalize(
+        {
+            "model": {
+                "architecture": "llama",
+                "model_dim": 4096,
+                "num_attention_heads": 32,
+                "num_hidden_layers": 32,
+                "vocab_size": 32000,
+                "max_position_embeddings": 2048,
+            }
+        }
+    )
     assert parameter_count(doc) == 6_738_415_616  # LLaMA-7B
 
 
@@ -101,7 +142,8 @@ def test_memory_breakdown_adds_up_and_responds_to_settings() -> None:
     e = estimate(spec.normalize(base))
     assert e["optimizer_gb"] == pytest.approx(2 * e["weights_gb"], abs=0.002)
     assert e["peak_memory_gb"] == pytest.approx(
-        e["weights_gb"] + e["gradients_gb"] + e["optimizer_gb"] + e["activations_gb"], abs=0.005)
+        e["weights_gb"] + e["gradients_gb"] + e["optimizer_gb"] + e["activations_gb"], abs=0.005
+    )
     ckpt = estimate(spec.normalize({**base, "training": {"gradient_checkpointing": True}}))
     assert ckpt["activations_gb"] < e["activations_gb"] / 3
     assert ckpt["peak_memory_gb"] == e["peak_memory_gb_with_checkpointing"]
@@ -124,9 +166,11 @@ def test_warmup_steps() -> None:
 def test_modules_do_not_import_torch() -> None:
     import subprocess
 
-    code = ("import sys, registry.spec, registry.estimate, registry.presets, "
-            "registry.architecture; sys.exit('torch' in sys.modules or "
-            "'transformers' in sys.modules)")
+    code = (
+        "import sys, registry.document.spec, registry.document.estimate, registry.document.presets, "
+        "registry.document.architecture; sys.exit('torch' in sys.modules or "
+        "'transformers' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from registry import spec
+from registry.document import spec
+from registry.document.presets import get_preset, list_presets
 from registry.errors import NotFound
-from registry.presets import get_preset, list_presets
 
 GUIDE = {
-    "lightweight-classification": "2.1.1", "complex-multimodal": "2.1.1",
-    "structured-output": "3.1.1", "creative-writing": "3.1.1", "deterministic-qa": "3.1.2",
-    "open-generation": "3.1.2", "image-text-matching": "3.2.1", "efficient-inference": "4.1",
+    "lightweight-classification": "2.1.1",
+    "complex-multimodal": "2.1.1",
+    "structured-output": "3.1.1",
+    "creative-writing": "3.1.1",
+    "deterministic-qa": "3.1.2",
+    "open-generation": "3.1.2",
+    "image-text-matching": "3.2.1",
+    "efficient-inference": "4.1",
     "high-quality-generation": "4.2",
 }
 
@@ -39,9 +44,12 @@ def test_scenario_values_follow_the_guide() -> None:
     assert 0.7 <= gen["creative-writing"]["temperature"] <= 1.0
     assert gen["deterministic-qa"]["top_p"] == 0.9
     assert gen["open-generation"]["top_p"] == 0.95
-    assert gen["high-quality-generation"] == {**gen["high-quality-generation"],
-                                              "temperature": 0.8, "top_p": 0.95,
-                                              "repetition_penalty": 1.2}
+    assert gen["high-quality-generation"] == {
+        **gen["high-quality-generation"],
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "repetition_penalty": 1.2,
+    }
     efficient = get_preset("efficient-inference").document
     assert efficient["generation"]["per_device_eval_batch_size"] == 32
     assert efficient["generation"]["temperature"] == 0.3

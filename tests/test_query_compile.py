@@ -15,7 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.errors import BadRequest
-from registry.indexing import (
+from registry.models import Config, ConfigVersion, Run, RunMetric, VersionParam
+from registry.query.parse import And, Compare, In, Node, Not, Or, parse, parse_order_by
+from registry.query.search import InvalidCursor, search_runs
+from registry.services.indexing import (
     flatten,
     index_finished_run,
     index_version,
@@ -24,26 +27,47 @@ from registry.indexing import (
     param_text,
     reproduction_result,
 )
-from registry.models import Config, ConfigVersion, Run, RunMetric, VersionParam
-from registry.query import InvalidCursor, search_runs
-from registry.query_parse import And, Compare, In, Node, Not, Or, parse, parse_order_by
 
 BASE_DOC: dict[str, Any] = {
     "schema_version": 1,
     "task": "causal_lm",
-    "model": {"architecture": "deepseek_v2", "model_dim": 256, "num_attention_heads": 8,
-              "num_hidden_layers": 4, "intermediate_size": None,
-              "max_position_embeddings": 512, "vocab_size": None},
-    "training": {"learning_rate": 3e-5, "scheduler": "linear", "warmup_ratio": 0.1,
-                 "num_training_steps": 1000, "per_device_train_batch_size": 16,
-                 "gradient_accumulation_steps": 1, "gradient_checkpointing": False,
-                 "weight_decay": 0.0, "max_grad_norm": 1.0, "precision": "fp32", "seed": 42,
-                 "eval_every_steps": 100},
-    "generation": {"temperature": 0.7, "top_p": 0.92, "repetition_penalty": 1.0,
-                   "max_length": 512, "per_device_eval_batch_size": 32},
+    "model": {
+        "architecture": "deepseek_v2",
+        "model_dim": 256,
+        "num_attention_heads": 8,
+        "num_hidden_layers": 4,
+        "intermediate_size": None,
+        "max_position_embeddings": 512,
+        "vocab_size": None,
+    },
+    "training": {
+        "learning_rate": 3e-5,
+        "scheduler": "linear",
+        "warmup_ratio": 0.1,
+        "num_training_steps": 1000,
+        "per_device_train_batch_size": 16,
+        "gradient_accumulation_steps": 1,
+        "gradient_checkpointing": False,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "precision": "fp32",
+        "seed": 42,
+        "eval_every_steps": 100,
+    },
+    "generation": {
+        "temperature": 0.7,
+        "top_p": 0.92,
+        "repetition_penalty": 1.0,
+        "max_length": 512,
+        "per_device_eval_batch_size": 32,
+    },
     "multimodal": {"visual_encoder_weight": 0.0, "text_encoder_weight": 1.0},
-    "data": {"dataset": "builtin:tiny_shakespeare", "tokenizer": "byte", "seq_len": 128,
-             "validation_fraction": 0.1},
+    "data": {
+        "dataset": "builtin:tiny_shakespeare",
+        "tokenizer": "byte",
+        "seq_len": 128,
+        "validation_fraction": 0.1,
+    },
     "resources": {"gpus": 1, "gpu_memory_gb": 16},
 }
 
@@ -58,8 +82,12 @@ def _doc(i: int) -> dict[str, Any]:
     doc["training"]["scheduler"] = ["linear", "cosine", "constant"][i % 3]
     doc["model"]["model_dim"] = [128, 256, 512][i % 3]
     doc["model"]["vocab_size"] = None if i % 2 else 512
-    doc["data"]["dataset"] = ["builtin:tiny_shakespeare", "builtin:pydoc", "file:/d/x%.txt",
-                              "Builtin:Caps"][i % 4]
+    doc["data"]["dataset"] = [
+        "builtin:tiny_shakespeare",
+        "builtin:pydoc",
+        "file:/d/x%.txt",
+        "Builtin:Caps",
+    ][i % 4]
     if i == 5:
         del doc["multimodal"]  # an older document lacking a section
     return doc
@@ -84,9 +112,13 @@ def make_runs(session: Session, n_runs: int = 48) -> None:
     for i in range(n_runs):
         status = rng.choice(["queued", "running", "succeeded", "succeeded", "failed", "cancelled"])
         run = Run(
-            config_version_id=rng.choice(versions).id, kind=rng.choice(["train", "evaluate"]),
-            status=status, queue=rng.choice(["default", "gpu"]), attempt=rng.randint(1, 3),
-            seed=rng.choice([1, 42]), worker_id=rng.choice([None, "w1", "w2"]),
+            config_version_id=rng.choice(versions).id,
+            kind=rng.choice(["train", "evaluate"]),
+            status=status,
+            queue=rng.choice(["default", "gpu"]),
+            attempt=rng.randint(1, 3),
+            seed=rng.choice([1, 42]),
+            worker_id=rng.choice([None, "w1", "w2"]),
             created_at=T0 + dt.timedelta(hours=i // 2),  # ties on created_at
             provenance={"seed": 1} if i % 4 else _full_provenance(),
         )
@@ -109,8 +141,17 @@ def make_runs(session: Session, n_runs: int = 48) -> None:
 
 
 def _full_provenance() -> dict[str, Any]:
-    keys = ["seed", "config_hash", "python", "torch", "transformers", "mlflow", "device",
-            "dataset_sha256", "code_version"]
+    keys = [
+        "seed",
+        "config_hash",
+        "python",
+        "torch",
+        "transformers",
+        "mlflow",
+        "device",
+        "dataset_sha256",
+        "code_version",
+    ]
     return {k: "x" for k in keys}
 
 
@@ -119,24 +160,39 @@ def run_dicts(session: Session) -> list[dict[str, Any]]:
     out = []
     for run in session.scalars(select(Run).order_by(Run.id)):
         metrics = {k: metric_value(v) for k, v in flatten(run.metrics or {}).items()}
-        out.append({
-            "id": run.id, "status": run.status, "config": run.version.config.name,
-            "version": run.version.version, "config_hash": run.version.hash, "kind": run.kind,
-            "queue": run.queue, "worker": run.worker_id, "attempt": run.attempt,
-            "seed": run.seed, "created_at": run.created_at, "reproduces": run.reproduces,
-            "reproduced": run.reproduced, "identical": run.identical,
-            "provenance_complete": run.provenance_complete,
-            "params": flatten(run.version.document),
-            "metrics": {k: v for k, v in metrics.items() if v is not None},
-        })
+        out.append(
+            {
+                "id": run.id,
+                "status": run.status,
+                "config": run.version.config.name,
+                "version": run.version.version,
+                "config_hash": run.version.hash,
+                "kind": run.kind,
+                "queue": run.queue,
+                "worker": run.worker_id,
+                "attempt": run.attempt,
+                "seed": run.seed,
+                "created_at": run.created_at,
+                "reproduces": run.reproduces,
+                "reproduced": run.reproduced,
+                "identical": run.identical,
+                "provenance_complete": run.provenance_complete,
+                "params": flatten(run.version.document),
+                "metrics": {k: v for k, v in metrics.items() if v is not None},
+            }
+        )
     return out
 
 
 # --- the reference evaluator -----------------------------------------------------------------
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge,
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 _MISSING = object()
 
@@ -275,21 +331,51 @@ def _random_filter(rng: random.Random, depth: int = 0) -> str:
 
 
 def _num(rng: random.Random) -> str:
-    return rng.choice(["1", "1.5", "2", "2.0", "2.5", "3", "-1", "0", "128", "256", "3e-5",
-                       "4e-5", "1e-5", "5e-05"])
+    return rng.choice(
+        [
+            "1",
+            "1.5",
+            "2",
+            "2.0",
+            "2.5",
+            "3",
+            "-1",
+            "0",
+            "128",
+            "256",
+            "3e-5",
+            "4e-5",
+            "1e-5",
+            "5e-05",
+        ]
+    )
 
 
 def _op(rng: random.Random) -> str:
     return rng.choice(["=", "!=", "<", "<=", ">", ">="])
 
 
+PARAM_KEYS = [
+    "training.learning_rate",
+    "model.model_dim",
+    "model.vocab_size",
+    "multimodal.text_encoder_weight",
+]
+
+
 _CLAUSES: list[Callable[[random.Random], str]] = [
     lambda r: f"metrics.{r.choice(METRICS + ['nope'])} {_op(r)} {_num(r)}",
     lambda r: f"metrics.{r.choice(METRICS)} {r.choice(['=', '!='])} null",
     lambda r: f"metrics.{r.choice(METRICS)} IN ({_num(r)}, {_num(r)})",
-    lambda r: f"params.{r.choice(['training.learning_rate', 'model.model_dim', 'model.vocab_size', 'multimodal.text_encoder_weight'])} {_op(r)} {_num(r)}",  # noqa: E501
-    lambda r: f"params.training.gradient_checkpointing {r.choice(['=', '!='])} {r.choice(['true', 'false', 'null', '1', '0'])}",  # noqa: E501
-    lambda r: f"params.data.dataset {r.choice(['LIKE', 'NOT LIKE', '=', '<'])} '{r.choice(['builtin:%', '%x%', 'builtin:pydoc', 'file%'])}'",  # noqa: E501
+    lambda r: f"params.{r.choice(PARAM_KEYS)} {_op(r)} {_num(r)}",
+    lambda r: (
+        f"params.training.gradient_checkpointing {r.choice(['=', '!='])} "
+        f"{r.choice(['true', 'false', 'null', '1', '0'])}"
+    ),
+    lambda r: (
+        f"params.data.dataset {r.choice(['LIKE', 'NOT LIKE', '=', '<'])} "
+        f"'{r.choice(['builtin:%', '%x%', 'builtin:pydoc', 'file%'])}'"
+    ),
     lambda r: f"params.model.vocab_size {r.choice(['=', '!='])} null",
     lambda r: f"status {r.choice(['=', '!='])} '{r.choice(['succeeded', 'failed', 'queued'])}'",
     lambda r: f"worker {r.choice(['=', '!='])} {r.choice(['null', repr('w1'), repr('w2')])}",
@@ -347,18 +433,36 @@ def test_the_index_holds_what_was_stored(session: Session, runs: list[dict[str, 
 
 
 ORDERS = [
-    "metrics.val_loss", "metrics.val_loss DESC", "metrics.nope", "params.training.learning_rate",
-    "params.data.dataset desc", "params.model.vocab_size", "worker", "worker desc",
-    "created_at DESC", "created_at", "identical", "config", "version desc", "id DESC", "attempt",
-    "reproduces", "params.training.gradient_checkpointing DESC",
+    "metrics.val_loss",
+    "metrics.val_loss DESC",
+    "metrics.nope",
+    "params.training.learning_rate",
+    "params.data.dataset desc",
+    "params.model.vocab_size",
+    "worker",
+    "worker desc",
+    "created_at DESC",
+    "created_at",
+    "identical",
+    "config",
+    "version desc",
+    "id DESC",
+    "attempt",
+    "reproduces",
+    "params.training.gradient_checkpointing DESC",
 ]
 
 
-@pytest.mark.parametrize("expr", [
-    None, "status != 'queued'", "metrics.train_loss > 1.5",
-    "metrics.val_loss >= 1.5 AND metrics.val_loss < 2.5 AND status = 'succeeded'",
-    "metrics.val_loss > 2 OR metrics.val_loss = null",
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        None,
+        "status != 'queued'",
+        "metrics.train_loss > 1.5",
+        "metrics.val_loss >= 1.5 AND metrics.val_loss < 2.5 AND status = 'succeeded'",
+        "metrics.val_loss > 2 OR metrics.val_loss = null",
+    ],
+)
 def test_order_by_and_cursor_pages(
     session: Session, runs: list[dict[str, Any]], expr: str | None
 ) -> None:
@@ -379,8 +483,16 @@ def test_order_by_and_cursor_pages(
             assert pages == max(1, -(-len(full) // size))
 
 
-@pytest.mark.parametrize("order", ["metrics.val_loss", "metrics.val_loss desc",
-                                   "params.training.learning_rate desc", "worker", "created_at"])
+@pytest.mark.parametrize(
+    "order",
+    [
+        "metrics.val_loss",
+        "metrics.val_loss desc",
+        "params.training.learning_rate desc",
+        "worker",
+        "created_at",
+    ],
+)
 def test_order_is_by_value_then_id_lacking_last(
     session: Session, runs: list[dict[str, Any]], order: str
 ) -> None:
@@ -392,8 +504,9 @@ def test_order_is_by_value_then_id_lacking_last(
             return r["metrics"].get(name)
         return r["params"].get(name) if parsed.key.kind == "param" else r[name]
 
-    have = sorted((r for r in runs if value(r) is not None),
-                  key=lambda r: (value(r), r["id"]), reverse=desc)
+    have = sorted(
+        (r for r in runs if value(r) is not None), key=lambda r: (value(r), r["id"]), reverse=desc
+    )
     lacking = sorted((r for r in runs if value(r) is None), key=lambda r: r["id"], reverse=desc)
     assert _ids(session, None, order) == [r["id"] for r in have + lacking]
 
@@ -426,27 +539,39 @@ def test_reproduction_result() -> None:
 
 
 def _index_snapshot(session: Session) -> tuple[list[Any], list[Any], list[Any]]:
-    params = session.execute(select(VersionParam.version_id, VersionParam.key, VersionParam.num,
-                                    VersionParam.text).order_by("version_id", "key")).all()
-    metrics = session.execute(select(RunMetric.run_id, RunMetric.key, RunMetric.value)
-                              .order_by("run_id", "key")).all()
-    flags = session.execute(select(Run.id, Run.provenance_complete, Run.reproduction,
-                                   Run.identical, Run.reproduced).order_by(Run.id)).all()
+    params = session.execute(
+        select(
+            VersionParam.version_id, VersionParam.key, VersionParam.num, VersionParam.text
+        ).order_by("version_id", "key")
+    ).all()
+    metrics = session.execute(
+        select(RunMetric.run_id, RunMetric.key, RunMetric.value).order_by("run_id", "key")
+    ).all()
+    flags = session.execute(
+        select(
+            Run.id, Run.provenance_complete, Run.reproduction, Run.identical, Run.reproduced
+        ).order_by(Run.id)
+    ).all()
     return params, metrics, flags
 
 
 def test_backfill_rebuilds_the_same_index(session: Session, runs: list[dict[str, Any]]) -> None:
     from sqlalchemy import delete, update
 
-    from registry.indexing import backfill
+    from registry.services.indexing import backfill
 
     before = _index_snapshot(session)
     session.execute(delete(VersionParam))
     session.execute(delete(RunMetric))
-    session.execute(update(Run).values(provenance_complete=False, reproduction=None,
-                                       identical=None, reproduced=False))
-    assert backfill(session, batch=5) == {"versions": 12, "runs": len(
-        [r for r in runs if r["status"] in ("succeeded", "failed", "cancelled")])}
+    session.execute(
+        update(Run).values(
+            provenance_complete=False, reproduction=None, identical=None, reproduced=False
+        )
+    )
+    assert backfill(session, batch=5) == {
+        "versions": 12,
+        "runs": len([r for r in runs if r["status"] in ("succeeded", "failed", "cancelled")]),
+    }
     session.expire_all()
     assert _index_snapshot(session) == before
     backfill(session)  # idempotent
@@ -466,29 +591,84 @@ def test_migration_0003_backfills_and_round_trips(kind: str, tmp_path: Any) -> N
         command.upgrade(cfg, "0002")
         engine = make_engine(url)
         with engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO configs (id, name, created_at) "
-                                 "VALUES (1, 'c', CURRENT_TIMESTAMP)"))
             conn.execute(
-                sa.table("config_versions", sa.column("id"), sa.column("config_id"),
-                         sa.column("version"), sa.column("hash"), sa.column("document", sa.JSON),
-                         sa.column("created_at")).insert(),
-                [{"id": 1, "config_id": 1, "version": 1, "hash": "h", "document": BASE_DOC,
-                  "created_at": T0}],
+                sa.text(
+                    "INSERT INTO configs (id, name, created_at) VALUES (1, 'c', CURRENT_TIMESTAMP)"
+                )
             )
-            runs = sa.table("runs", *(sa.column(c) for c in (
-                "id", "config_version_id", "kind", "status", "queue", "priority", "attempt",
-                "seed", "cancel_requested", "reproduces", "created_at")),
-                sa.column("metrics", sa.JSON), sa.column("provenance", sa.JSON))
-            common = {"config_version_id": 1, "kind": "train", "queue": "default", "priority": 0,
-                      "attempt": 1, "seed": 1, "cancel_requested": False, "created_at": T0,
-                      "provenance": _full_provenance()}
-            conn.execute(runs.insert(), [
-                {**common, "id": 1, "status": "succeeded", "reproduces": None,
-                 "metrics": {"val_loss": 2.0, "tokens_per_second": 5.0}},
-                {**common, "id": 2, "status": "succeeded", "reproduces": 1,
-                 "metrics": {"val_loss": 2.0, "tokens_per_second": 6.0}},
-                {**common, "id": 3, "status": "queued", "reproduces": None, "metrics": None},
-            ])
+            conn.execute(
+                sa.table(
+                    "config_versions",
+                    sa.column("id"),
+                    sa.column("config_id"),
+                    sa.column("version"),
+                    sa.column("hash"),
+                    sa.column("document", sa.JSON),
+                    sa.column("created_at"),
+                ).insert(),
+                [
+                    {
+                        "id": 1,
+                        "config_id": 1,
+                        "version": 1,
+                        "hash": "h",
+                        "document": BASE_DOC,
+                        "created_at": T0,
+                    }
+                ],
+            )
+            runs = sa.table(
+                "runs",
+                *(
+                    sa.column(c)
+                    for c in (
+                        "id",
+                        "config_version_id",
+                        "kind",
+                        "status",
+                        "queue",
+                        "priority",
+                        "attempt",
+                        "seed",
+                        "cancel_requested",
+                        "reproduces",
+                        "created_at",
+                    )
+                ),
+                sa.column("metrics", sa.JSON),
+                sa.column("provenance", sa.JSON),
+            )
+            common = {
+                "config_version_id": 1,
+                "kind": "train",
+                "queue": "default",
+                "priority": 0,
+                "attempt": 1,
+                "seed": 1,
+                "cancel_requested": False,
+                "created_at": T0,
+                "provenance": _full_provenance(),
+            }
+            conn.execute(
+                runs.insert(),
+                [
+                    {
+                        **common,
+                        "id": 1,
+                        "status": "succeeded",
+                        "reproduces": None,
+                        "metrics": {"val_loss": 2.0, "tokens_per_second": 5.0},
+                    },
+                    {
+                        **common,
+                        "id": 2,
+                        "status": "succeeded",
+                        "reproduces": 1,
+                        "metrics": {"val_loss": 2.0, "tokens_per_second": 6.0},
+                    },
+                    {**common, "id": 3, "status": "queued", "reproduces": None, "metrics": None},
+                ],
+            )
         command.upgrade(cfg, "head")
         with make_session_factory_for(engine)() as session:
             assert session.scalar(select(func.count()).select_from(VersionParam)) == 34
@@ -499,7 +679,9 @@ def test_migration_0003_backfills_and_round_trips(kind: str, tmp_path: Any) -> N
             assert _ids(session, "provenance_complete = true") == [1, 2]
             run = session.get(Run, 2)
             assert run is not None and run.reproduction == {
-                "deltas": {"tokens_per_second": 1.0, "val_loss": 0.0}, "identical": True}
+                "deltas": {"tokens_per_second": 1.0, "val_loss": 0.0},
+                "identical": True,
+            }
         command.downgrade(cfg, "0002")
         with engine.connect() as conn:
             assert "version_params" not in sa.inspect(conn).get_table_names()

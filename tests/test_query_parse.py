@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.errors import FilterParseError
-from registry.query_parse import (
+from registry.query.parse import (
     MAX_DEPTH,
     MAX_LENGTH,
     And,
@@ -91,8 +91,16 @@ def test_keywords_are_case_insensitive() -> None:
 
 @pytest.mark.parametrize(
     ("literal", "value"),
-    [("1e-5", 1e-5), ("-3", -3), (".5", 0.5), ("+2.", 2.0), ("4E+2", 400.0), ("0", 0),
-     ("12345678901234567890", 12345678901234567890), ("1" * 5000, float("1" * 5000))],
+    [
+        ("1e-5", 1e-5),
+        ("-3", -3),
+        (".5", 0.5),
+        ("+2.", 2.0),
+        ("4E+2", 400.0),
+        ("0", 0),
+        ("12345678901234567890", 12345678901234567890),
+        ("1" * 5000, float("1" * 5000)),
+    ],
 )
 def test_numbers(literal: str, value: float) -> None:
     node = parse(f"metrics.x = {literal}")
@@ -128,19 +136,32 @@ def test_booleans_and_null() -> None:
 
 
 def test_keys() -> None:
-    for name in ("id", "status", "config", "version", "kind", "queue", "worker", "attempt",
-                 "reproduces", "config_hash", "reproduced", "identical", "seed",
-                 "provenance_complete"):
+    for name in (
+        "id",
+        "status",
+        "config",
+        "version",
+        "kind",
+        "queue",
+        "worker",
+        "attempt",
+        "reproduces",
+        "config_hash",
+        "reproduced",
+        "identical",
+        "seed",
+        "provenance_complete",
+    ):
         value = {"int": "1", "text": "'x'", "bool": "true"}.get(_kind(name), "'x'")
         node = parse(f"{name} = {value}")
         assert isinstance(node, Compare) and node.key == Key("column", name)
     assert parse("STATUS = 'x'") == Compare(STATUS, "=", "x")
-    assert parse("task = 'x'" .replace("task", "params.task")).key == Key("param", "task")
+    assert parse("task = 'x'".replace("task", "params.task")).key == Key("param", "task")
     assert parse("metrics.eval/loss-2 < 1").key == Key("metric", "eval/loss-2")
 
 
 def _kind(name: str) -> str:
-    from registry.query_parse import COLUMN_KEYS
+    from registry.query.parse import COLUMN_KEYS
 
     return COLUMN_KEYS[name][0]
 
@@ -211,9 +232,10 @@ def test_errors_have_position_and_expected(text: str, position: int, expected: s
 
 
 def test_did_you_mean() -> None:
-    assert "did you mean params.training.learning_rate?" in errors(
-        "params.training.learnin_rate < 1"
-    ).message
+    assert (
+        "did you mean params.training.learning_rate?"
+        in errors("params.training.learnin_rate < 1").message
+    )
     assert "did you mean status?" in errors("statos = 'a'").message
 
 
@@ -243,10 +265,43 @@ def test_custom_param_paths() -> None:
 
 
 VOCAB = [
-    "params.training.learning_rate", "metrics.val_loss", "status", "created_at", "identical",
-    "AND", "or", "NOT", "IN", "like", "true", "null", "(", ")", ",", "=", "!=", "<", ">=", "<>",
-    "'a'", '"b"', "'", '"', "\\", "1e-5", "-3", ".5", "1e999", "'2026-01-01'", " ", "%", "_",
-    "params.", "metrics.", "ASC", "DESC",
+    "params.training.learning_rate",
+    "metrics.val_loss",
+    "status",
+    "created_at",
+    "identical",
+    "AND",
+    "or",
+    "NOT",
+    "IN",
+    "like",
+    "true",
+    "null",
+    "(",
+    ")",
+    ",",
+    "=",
+    "!=",
+    "<",
+    ">=",
+    "<>",
+    "'a'",
+    '"b"',
+    "'",
+    '"',
+    "\\",
+    "1e-5",
+    "-3",
+    ".5",
+    "1e999",
+    "'2026-01-01'",
+    " ",
+    "%",
+    "_",
+    "params.",
+    "metrics.",
+    "ASC",
+    "DESC",
 ]
 
 

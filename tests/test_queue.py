@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from registry import queue, workers
 from registry.db import make_session_factory, transaction
 from registry.errors import BadRequest, Conflict, StaleLease
 from registry.models import Config, ConfigVersion, Run, Worker
+from registry.services import queue, workers
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 LEASE = 60

@@ -13,7 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry import rules, spec
+from registry.document import rules, ruleset, spec
+from registry.document.issues import Issue
 from registry.errors import DocumentParseError, InvalidConfig
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -373,7 +374,7 @@ RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-def _issue(raw: dict[str, Any], path: str, severity: str) -> rules.Issue | None:
+def _issue(raw: dict[str, Any], path: str, severity: str) -> Issue | None:
     result = spec.validate(raw)
     found = result.errors if severity == "error" else result.warnings
     return next((i for i in found if i.field == path), None)
@@ -390,7 +391,7 @@ def test_rule_fires_and_only_because_of_its_rule(
     issue = _issue(raw, path, severity)
     assert issue is not None, spec.validate(raw).to_dict()
     assert path in issue.message or len(issue.message) > 20  # says what and what to do
-    monkeypatch.setattr(rules, "RULES", [r for r in rules.RULES if r.name != name])
+    monkeypatch.setattr(ruleset, "RULES", [r for r in ruleset.RULES if r.name != name])
     try:
         after = _issue(raw, path, severity)
     except ArithmeticError:  # without its guard a zero size reaches the estimate
@@ -399,7 +400,7 @@ def test_rule_fires_and_only_because_of_its_rule(
 
 
 def test_every_rule_has_a_case() -> None:
-    assert {r.name for r in rules.RULES} == {c[0] for c in RULE_CASES}
+    assert {r.name for r in ruleset.RULES} == {c[0] for c in RULE_CASES}
 
 
 def test_head_divisibility_suggests_divisors() -> None:

@@ -94,7 +94,7 @@ def execute(
     workdir: Path,
 ) -> Result:
     """Run `job` (a claim: run, config, lease, from_run); raises Stopped or the run's error."""
-    from registry.spec import flatten
+    from registry.document.spec import flatten
 
     run, doc = job["run"], job["config"]
     if run["kind"] not in RUNNERS:
@@ -123,7 +123,7 @@ def execute(
 
 
 def _run(ctx: _Context) -> tuple[dict[str, float], dict[str, Any]]:
-    from registry.spec import dump
+    from registry.document.spec import dump
 
     seed_everything(ctx.seed, ctx.device)
     ctx.raw = corpus.load_corpus(ctx.doc["data"]["dataset"])
@@ -163,7 +163,7 @@ def _tags(job: Mapping[str, Any]) -> dict[str, str]:
 
 def _train(ctx: _Context) -> dict[str, float]:
     """Tokenizer -> model -> train -> sample -> checkpoint."""
-    from registry.architecture import resolve_vocab_size
+    from registry.document.architecture import resolve_vocab_size
 
     d = ctx.doc["data"]
     train_raw, val_raw = corpus.split_bytes(ctx.raw, float(d["validation_fraction"]))
@@ -209,7 +209,7 @@ def _save_checkpoint(
     ctx: _Context, model: Any, tokenizer: Tokenizer, metrics: Mapping[str, float]
 ) -> None:
     """Weights, tokenizer, the registry config and the run's identity, in one folder."""
-    from registry.spec import dump
+    from registry.document.spec import dump
 
     ctx.on_progress({"phase": "checkpoint"})
     folder = ctx.workdir / CHECKPOINT

@@ -9,10 +9,9 @@ from typing import Any
 
 import torch
 
-from registry.codeversion import code_version, distribution_version
+from registry.document.codeversion import code_version, distribution_version
 
 log = logging.getLogger(__name__)
-
 
 
 def _version(distribution: str) -> str:
@@ -44,7 +43,7 @@ def collect(doc: Mapping[str, Any], dataset_sha256: str, device: str, seed: int)
     import tokenizers
     import transformers
 
-    from registry.spec import config_hash
+    from registry.document.spec import config_hash
 
     return {
         "seed": seed,

@@ -73,14 +73,19 @@ class TrainParams:
         else:
             warmup = round(float(t.get("warmup_ratio") or 0.0) * steps)
         return cls(
-            learning_rate=float(t["learning_rate"]), scheduler=t["scheduler"],
-            warmup_steps=warmup, num_training_steps=steps,
+            learning_rate=float(t["learning_rate"]),
+            scheduler=t["scheduler"],
+            warmup_steps=warmup,
+            num_training_steps=steps,
             batch_size=int(t["per_device_train_batch_size"]),
             gradient_accumulation_steps=int(t["gradient_accumulation_steps"]),
             gradient_checkpointing=bool(t["gradient_checkpointing"]),
-            weight_decay=float(t["weight_decay"]), max_grad_norm=float(t["max_grad_norm"]),
-            precision=t["precision"], seed=int(t["seed"]),
-            eval_every_steps=int(t["eval_every_steps"]), seq_len=int(d["seq_len"]),
+            weight_decay=float(t["weight_decay"]),
+            max_grad_norm=float(t["max_grad_norm"]),
+            precision=t["precision"],
+            seed=int(t["seed"]),
+            eval_every_steps=int(t["eval_every_steps"]),
+            seq_len=int(d["seq_len"]),
             eval_batch_size=int(doc["generation"]["per_device_eval_batch_size"]),
         )
 
@@ -105,7 +110,7 @@ def build_model(doc: Mapping[str, Any], vocab_size: int) -> Any:
     """The transformers model the config describes, freshly initialised (nothing downloaded)."""
     from transformers import DeepseekV2ForCausalLM, LlamaForCausalLM
 
-    from registry.architecture import build_config, model_type
+    from registry.document.architecture import build_config, model_type
 
     config = build_config(dict(doc))
     if config.vocab_size < vocab_size:
@@ -189,8 +194,13 @@ class _Reporter:
         self.pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
         self.next_at = time.monotonic() + PROGRESS_EVERY_S
         self.last: dict[str, float] = {}
-        self.bar = tqdm(total=p.num_training_steps, desc="train", unit="step",
-                        disable=not sys.stderr.isatty(), leave=False)
+        self.bar = tqdm(
+            total=p.num_training_steps,
+            desc="train",
+            unit="step",
+            disable=not sys.stderr.isatty(),
+            leave=False,
+        )
 
     def add(self, step: int, lr: float, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         self.pending.append((step, lr, loss, grad_norm))
@@ -267,8 +277,9 @@ class _Stepper:
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics on the fixed evaluation windows."""
-        batches = eval_batches(self.splits.validation, self.p.eval_batch_size, self.p.seq_len,
-                               EVAL_BATCHES)
+        batches = eval_batches(
+            self.splits.validation, self.p.eval_batch_size, self.p.seq_len, EVAL_BATCHES
+        )
         metrics = evaluate_loss(self.model, batches, self.device, self.amp())
         return {k: metrics[k] for k in ("val_loss", "val_perplexity", "val_accuracy")}
 

@@ -10,8 +10,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from registry import configs, presets, queue
 from registry.db import make_session_factory, transaction
+from registry.document import presets
+from registry.services import configs, queue
 from registry.settings import Settings
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -33,8 +34,9 @@ def csrf_of(html: str) -> str:
 def sign_in(client: FlaskClient, token: str) -> None:
     """Sign ``client`` in with an API token, through the form."""
     page = client.get("/login").get_data(as_text=True)
-    answer = client.post("/login", data={"method": "token", "token": token,
-                                         "csrf_token": csrf_of(page)})
+    answer = client.post(
+        "/login", data={"method": "token", "token": token, "csrf_token": csrf_of(page)}
+    )
     assert answer.status_code == 303, answer.get_data(as_text=True)
 
 
@@ -58,7 +60,7 @@ def post_form(web: FlaskClient) -> Callable[..., Any]:
 
 def form_data(doc: dict[str, Any]) -> dict[str, str]:
     """The config form's inputs for ``doc``."""
-    from registry.web.configform import values_of
+    from registry.http.web.configform import values_of
 
     values = values_of(doc)
     return {k: v for k, v in values.items() if not (v == "false")}

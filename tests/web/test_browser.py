@@ -17,8 +17,13 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 SHOTS = ROOT / "test-output" / "screenshots"
 XSS = "<script>alert(1)</script>"
@@ -145,7 +150,12 @@ def test_config_to_finished_run(
     expect(page.locator("#run-status")).to_contain_text("queued")
     worker = start_worker(
         {"REGISTRY_URL": server.url, "REGISTRY_TOKEN": tokens["worker"], **_env(settings)},
-        tmp_path / "logs" / "worker.log", "--name", "browser-w", "--poll-max", "1", "--once",
+        tmp_path / "logs" / "worker.log",
+        "--name",
+        "browser-w",
+        "--poll-max",
+        "1",
+        "--once",
         state_dir=tmp_path / "state",
     )
     try:

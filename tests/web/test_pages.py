@@ -9,11 +9,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from registry import configs, presets, queue, workers
-from registry.app import create_app
 from registry.db import make_session_factory, transaction
+from registry.document import presets
+from registry.http.app import create_app
+from registry.services import configs, queue, workers
+from registry.services.users import create_user
 from registry.settings import Settings
-from registry.users import create_user
 from tests.web.conftest import csrf_of, form_data
 
 TINY = presets.get_preset("tiny-cpu").document
@@ -25,8 +26,9 @@ def _text(answer: Any) -> str:
 
 
 def _field_error(html: str, path: str) -> str:
-    match = re.search(rf'<p class="error" id="e-f-{re.escape(path.replace(".", "-"))}">([^<]*)</p>',
-                      html)
+    match = re.search(
+        rf'<p class="error" id="e-f-{re.escape(path.replace(".", "-"))}">([^<]*)</p>', html
+    )
     return match.group(1) if match else ""
 
 
@@ -80,12 +82,21 @@ def test_login_with_password_and_logout(client: FlaskClient, engine: Engine) -> 
     with transaction(make_session_factory(engine)) as s:
         create_user(s, "ada", "viewer", "correct horse")
     token = csrf_of(_text(client.get("/login")))
-    bad = client.post("/login", data={"method": "password", "name": "ada",
-                                      "password": "wrong pass", "csrf_token": token})
+    bad = client.post(
+        "/login",
+        data={"method": "password", "name": "ada", "password": "wrong pass", "csrf_token": token},
+    )
     assert bad.status_code == 401
-    good = client.post("/login?next=/runs", data={"method": "password", "name": "ada",
-                                                  "password": "correct horse", "next": "/runs",
-                                                  "csrf_token": token})
+    good = client.post(
+        "/login?next=/runs",
+        data={
+            "method": "password",
+            "name": "ada",
+            "password": "correct horse",
+            "next": "/runs",
+            "csrf_token": token,
+        },
+    )
     assert good.status_code == 303 and good.headers["Location"] == "/runs"
     page = _text(client.get("/configs"))
     assert "ada" in page and "New config" not in page  # a viewer may not write
@@ -98,13 +109,15 @@ def test_login_with_password_and_logout(client: FlaskClient, engine: Engine) -> 
 def test_login_ignores_offsite_next(client: FlaskClient, tokens: dict[str, str]) -> None:
     for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
         token = csrf_of(_text(client.get("/login")))  # signing in starts a new session
-        answer = client.post("/login", data={"token": tokens["admin"], "next": target,
-                                             "csrf_token": token})
+        answer = client.post(
+            "/login", data={"token": tokens["admin"], "next": target, "csrf_token": token}
+        )
         assert answer.headers["Location"] == "/configs"
 
 
-def test_session_cookie_is_secure_httponly_lax(settings: Settings, engine: Engine,
-                                               tokens: dict[str, str]) -> None:
+def test_session_cookie_is_secure_httponly_lax(
+    settings: Settings, engine: Engine, tokens: dict[str, str]
+) -> None:
     app = create_app(settings.with_(secure_cookies=True), engine=engine)
     client = app.test_client()
     page = client.get("/login", base_url="https://localhost")
@@ -125,8 +138,13 @@ def test_form_shows_sections_and_guide_help(web: FlaskClient) -> None:
 
 
 def test_bad_head_count_is_shown_by_its_field_then_fixed(web: FlaskClient, post_form: Any) -> None:
-    data = form_data(TINY) | {"model.model_dim": "1000", "model.num_attention_heads": "12",
-                              "name": "heads", "message": "try 1000", "action": "save"}
+    data = form_data(TINY) | {
+        "model.model_dim": "1000",
+        "model.num_attention_heads": "12",
+        "name": "heads",
+        "message": "try 1000",
+        "action": "save",
+    }
     answer = post_form("/configs/-/new", "/configs/-/new", data)
     assert answer.status_code == 422
     assert "not divisible" in _field_error(_text(answer), "model.num_attention_heads")
@@ -177,15 +195,20 @@ def test_yaml_paste_and_upload(web: FlaskClient, post_form: Any) -> None:
     yaml_text = "model:\n  model_dim: 128\n  num_attention_heads: 8\n"
     data = {"name": "pasted", "yaml": yaml_text, "action": "save"}
     assert post_form("/configs/-/new", "/configs/-/new", data).status_code == 303
-    bad = post_form("/configs/-/new", "/configs/-/new",
-                    {"name": "bad", "yaml": "model: [1,", "action": "save"})
+    bad = post_form(
+        "/configs/-/new", "/configs/-/new", {"name": "bad", "yaml": "model: [1,", "action": "save"}
+    )
     assert bad.status_code == 422 and "malformed YAML" in _text(bad)
     import io
 
-    upload = {"name": "uploaded", "action": "save",
-              "yaml_file": (io.BytesIO(yaml_text.encode()), "c.yaml")}
-    answer = post_form("/configs/-/new", "/configs/-/new", upload,
-                       content_type="multipart/form-data")
+    upload = {
+        "name": "uploaded",
+        "action": "save",
+        "yaml_file": (io.BytesIO(yaml_text.encode()), "c.yaml"),
+    }
+    answer = post_form(
+        "/configs/-/new", "/configs/-/new", upload, content_type="multipart/form-data"
+    )
     assert answer.status_code == 303
 
 
@@ -204,8 +227,11 @@ def test_user_text_is_escaped(web: FlaskClient, post_form: Any) -> None:
 
 def test_detail_timeline_yaml_and_diff(web: FlaskClient, post_form: Any, stored: Any) -> None:
     stored("tiny")
-    data = form_data(TINY) | {"training.learning_rate": "0.002", "message": "faster",
-                              "action": "save"}
+    data = form_data(TINY) | {
+        "training.learning_rate": "0.002",
+        "message": "faster",
+        "action": "save",
+    }
     answer = post_form("/configs/tiny/new", "/configs/tiny/new", data)
     assert answer.status_code == 303 and "v=2" in answer.headers["Location"]
     html = _text(web.get("/configs/tiny"))
@@ -227,8 +253,11 @@ def test_detail_timeline_yaml_and_diff(web: FlaskClient, post_form: Any, stored:
 
 def test_queue_cancel_and_reproduce(web: FlaskClient, post_form: Any, stored: Any) -> None:
     stored("tiny")
-    answer = post_form("/configs/tiny", "/configs/tiny/runs",
-                       {"version": "1", "kind": "train", "queue": "default", "priority": "3"})
+    answer = post_form(
+        "/configs/tiny",
+        "/configs/tiny/runs",
+        {"version": "1", "kind": "train", "queue": "default", "priority": "3"},
+    )
     assert answer.status_code == 303
     page = _text(web.get(answer.headers["Location"]))
     assert "status-queued" in page and 'http-equiv="refresh"' in page
@@ -273,8 +302,10 @@ def test_run_detail_metrics_deltas_and_compare(web: FlaskClient, engine: Engine)
         first = queue.enqueue(s, version, "train")
         copy = queue.enqueue(s, version, "train", reproduces=first.id)
         first.status, copy.status = "succeeded", "succeeded"
-        first.metrics, copy.metrics = {"val_loss": 2.5, "train_loss": 2.0}, {
-            "val_loss": 2.25, "train_loss": 2.0}
+        first.metrics, copy.metrics = (
+            {"val_loss": 2.5, "train_loss": 2.0},
+            {"val_loss": 2.25, "train_loss": 2.0},
+        )
         first.error = {"kind": "out_of_memory", "message": XSS, "remedies": ["use less"]}
         ids = (first.id, copy.id)
     html = _text(web.get(f"/runs/{ids[1]}"))
@@ -286,12 +317,19 @@ def test_run_detail_metrics_deltas_and_compare(web: FlaskClient, engine: Engine)
     assert web.get(f"/compare?run={ids[0]}").status_code == 400
 
 
-def test_workers_page_warns_about_unserved_queue(web: FlaskClient, stored: Any,
-                                                 engine: Engine) -> None:
+def test_workers_page_warns_about_unserved_queue(
+    web: FlaskClient, stored: Any, engine: Engine
+) -> None:
     stored("tiny", runs=2)
     with transaction(make_session_factory(engine)) as s:
-        workers.register_worker(s, "w1", queue.db_now(s), host="gpu-1",
-                              devices={"kind": "cuda", "names": ["H200"]}, queues=["other"])
+        workers.register_worker(
+            s,
+            "w1",
+            queue.db_now(s),
+            host="gpu-1",
+            devices={"kind": "cuda", "names": ["H200"]},
+            queues=["other"],
+        )
     html = _text(web.get("/workers"))
     assert "Queue <strong>default</strong> holds 2 queued runs" in html
     assert "gpu-1" in html and "H200" in html
@@ -304,4 +342,4 @@ def test_unknown_pages_are_html_404(web: FlaskClient) -> None:
 
 
 def test_app_without_testing_flag(app: Flask) -> None:
-    assert "registry.web" in app.extensions
+    assert "registry.http.web" in app.extensions

@@ -8,10 +8,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.cli_users import register
+from registry.cli.users import user as user_command
 from registry.errors import BadRequest, Conflict, Unauthorized
 from registry.models import User
-from registry.users import authenticate_user, create_user
+from registry.services.users import authenticate_user, create_user
 
 
 def test_password_is_hashed_and_checked(session: Session) -> None:
@@ -36,9 +36,10 @@ def test_bad_users_are_refused(session: Session) -> None:
 
 def test_user_create_command(db_url: str, engine: object, session: Session) -> None:
     group = click.Group()
-    register(group)
+    group.add_command(user_command)
     answer = CliRunner().invoke(
-        group, ["user", "create", "--name", "cli-user", "--role", "viewer"],
+        group,
+        ["user", "create", "--name", "cli-user", "--role", "viewer"],
         env={"DATABASE_URL": db_url, "REGISTRY_NEW_PASSWORD": "from the env"},
     )
     assert answer.exit_code == 0, answer.output

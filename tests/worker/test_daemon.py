@@ -17,9 +17,9 @@ from flask import Flask
 from sqlalchemy import Engine
 
 from registry import errors
-from registry.app import create_app
 from registry.client import Client
 from registry.db import make_session_factory, transaction
+from registry.http.app import create_app
 from registry.settings import Settings
 from tests.procs import free_port, serve_in_thread
 from tests.test_queue import make_version

@@ -70,17 +70,35 @@ def test_evaluate_run_uses_this_versions_generation(trained: dict, tracker_facto
     outcomes = {}
     for temperature in (0.0, 1.0):
         doc = tiny_doc(generation={"temperature": temperature, "repetition_penalty": 1.0})
-        job = make_job(doc, kind="evaluate", run_id=2, name="trained",
-                       from_run={"id": 1, "mlflow_run_id": source})
-        result = execute(job, tracker_factory(), "cpu", lambda: False, lambda _: None,
-                         tmp_path / str(temperature))
+        job = make_job(
+            doc,
+            kind="evaluate",
+            run_id=2,
+            name="trained",
+            from_run={"id": 1, "mlflow_run_id": source},
+        )
+        result = execute(
+            job,
+            tracker_factory(),
+            "cpu",
+            lambda: False,
+            lambda _: None,
+            tmp_path / str(temperature),
+        )
         outcomes[temperature] = result
         run = MlflowClient(trained["uri"]).get_run(result.mlflow_run_id)
         assert run.info.status == "FINISHED"
         assert run.data.tags["registry.from_mlflow_run_id"] == source
         assert "train_loss" not in result.metrics
-        for name in ("val_loss", "val_perplexity", "val_accuracy", "tokens_per_second",
-                     "gen_distinct_2", "gen_repetition_rate", "peak_memory_mb"):
+        for name in (
+            "val_loss",
+            "val_perplexity",
+            "val_accuracy",
+            "tokens_per_second",
+            "gen_distinct_2",
+            "gen_repetition_rate",
+            "peak_memory_mb",
+        ):
             assert math.isfinite(result.metrics[name]), name
         # Same weights, data and validation windows as the training run's final evaluation.
         assert result.metrics["val_loss"] == pytest.approx(trained["result"].metrics["val_loss"])

@@ -105,35 +105,66 @@ def test_trained_run_is_fully_tracked(trained: dict) -> None:
     losses = [m.value for m in history]
     assert sum(losses[-3:]) < sum(losses[:3])
     assert [m.step for m in client.get_metric_history(result.mlflow_run_id, "val_loss")] == [10, 20]
-    for name in ("train_loss", "val_loss", "val_perplexity", "val_accuracy", "tokens_per_second",
-                 "gen_distinct_2", "gen_repetition_rate", "peak_memory_mb"):
+    for name in (
+        "train_loss",
+        "val_loss",
+        "val_perplexity",
+        "val_accuracy",
+        "tokens_per_second",
+        "gen_distinct_2",
+        "gen_repetition_rate",
+        "peak_memory_mb",
+    ):
         assert math.isfinite(result.metrics[name]), name
         assert run.data.metrics[name] == pytest.approx(result.metrics[name]), name
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
     assert {"checkpoint", "config.yaml", "provenance.json", "samples.txt"} <= artifacts
     checkpoint = {a.path for a in client.list_artifacts(result.mlflow_run_id, "checkpoint")}
-    assert {"checkpoint/model.safetensors", "checkpoint/registry_config.yaml",
-            "checkpoint/registry_tokenizer.json"} <= checkpoint
+    assert {
+        "checkpoint/model.safetensors",
+        "checkpoint/registry_config.yaml",
+        "checkpoint/registry_tokenizer.json",
+    } <= checkpoint
     assert trained["progress"][0] == {"phase": "started", "mlflow_run_id": result.mlflow_run_id}
 
 
 @pytest.mark.slow
 def test_provenance_is_complete(trained: dict) -> None:
     prov = trained["result"].provenance
-    for key in ("seed", "config_hash", "python", "torch", "transformers", "mlflow", "device",
-                "dataset_sha256", "code_version", "platform", "tokenizer", "deterministic"):
+    for key in (
+        "seed",
+        "config_hash",
+        "python",
+        "torch",
+        "transformers",
+        "mlflow",
+        "device",
+        "dataset_sha256",
+        "code_version",
+        "platform",
+        "tokenizer",
+        "deterministic",
+    ):
         assert prov[key] is not None, key
     assert prov["device"] == "cpu" and prov["seed"] == 42 and prov["deterministic"] is True
     stored = MlflowClient(trained["uri"]).download_artifacts(
-        trained["result"].mlflow_run_id, "provenance.json")
+        trained["result"].mlflow_run_id, "provenance.json"
+    )
     assert json.loads(Path(stored).read_text()) == prov
 
 
 @pytest.mark.slow
 def test_llama_with_accumulation_checkpointing_and_bf16() -> None:
-    doc = tiny_doc(model={"architecture": "llama"},
-                   training={"gradient_accumulation_steps": 2, "gradient_checkpointing": True,
-                             "precision": "fp16", "num_training_steps": 6, "eval_every_steps": 3})
+    doc = tiny_doc(
+        model={"architecture": "llama"},
+        training={
+            "gradient_accumulation_steps": 2,
+            "gradient_checkpointing": True,
+            "precision": "fp16",
+            "num_training_steps": 6,
+            "eval_every_steps": 3,
+        },
+    )
     torch.manual_seed(0)
     model = build_model(doc, 259)
     assert model.is_gradient_checkpointing and type(model).__name__ == "LlamaForCausalLM"
@@ -161,8 +192,13 @@ print(json.dumps([v.hex() for s, k, v in tracker.metrics if k == "train_loss"]))
 @pytest.mark.slow
 def test_same_seed_is_bit_identical_across_processes() -> None:
     def losses() -> list[str]:
-        done = subprocess.run([sys.executable, "-c", _SAME_SEED], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parents[2])
+        done = subprocess.run(
+            [sys.executable, "-c", _SAME_SEED],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[2],
+        )
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     first, second = losses(), losses()
@@ -179,8 +215,14 @@ def test_should_stop_raises_stopped_and_kills_the_mlflow_run(tracker_factory, tm
 
     seen: list[dict] = []
     with pytest.raises(Stopped) as info:
-        execute(make_job(tiny_doc(), name="stopped"), tracker_factory(), "cpu", should_stop,
-                seen.append, tmp_path)
+        execute(
+            make_job(tiny_doc(), name="stopped"),
+            tracker_factory(),
+            "cpu",
+            should_stop,
+            seen.append,
+            tmp_path,
+        )
     run_id = info.value.mlflow_run_id
     assert seen[0]["mlflow_run_id"] == run_id
     client = MlflowClient(tracker_factory().tracking_uri)
@@ -191,8 +233,14 @@ def test_should_stop_raises_stopped_and_kills_the_mlflow_run(tracker_factory, tm
 def test_an_error_fails_the_mlflow_run(tracker_factory, tmp_path) -> None:
     doc = tiny_doc(data={"dataset": f"file:{tmp_path / 'missing.txt'}"})
     with pytest.raises(data.DatasetError) as info:
-        execute(make_job(doc, name="broken"), tracker_factory(), "cpu", lambda: False,
-                lambda _: None, tmp_path)
+        execute(
+            make_job(doc, name="broken"),
+            tracker_factory(),
+            "cpu",
+            lambda: False,
+            lambda _: None,
+            tmp_path,
+        )
     client = MlflowClient(tracker_factory().tracking_uri)
     assert client.get_run(info.value.mlflow_run_id).info.status == "FAILED"
     assert describe_error(info.value)["kind"] == "exception"
@@ -217,4 +265,8 @@ def test_out_of_memory_is_classified_with_remedies() -> None:
     wrapped.__cause__ = MemoryError()
     assert is_out_of_memory(wrapped)
     assert describe_error(ValueError("bad")) | {"traceback": ""} == {
-        "kind": "exception", "type": "builtins.ValueError", "message": "bad", "traceback": ""}
+        "kind": "exception",
+        "type": "builtins.ValueError",
+        "message": "bad",
+        "traceback": "",
+    }

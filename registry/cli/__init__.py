@@ -1,0 +1,1 @@
+"""The ``registry`` command: one ``main`` (``main.py``), commands grouped by area, the dev stack."""

@@ -1,0 +1,94 @@
+"""The service side of ``registry``: ``db upgrade``, ``token create``, ``serve``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from gunicorn.app.base import BaseApplication
+
+from registry.cli.context import current_settings
+from registry.models import ROLES
+from registry.settings import Settings
+
+
+@click.group()
+def db() -> None:
+    """The database (DATABASE_URL)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply the migrations (creates the SQLite file and its folder)."""
+    from alembic import command
+    from sqlalchemy.engine import make_url
+
+    url = current_settings().database_url
+    from registry.migrations import alembic_config
+
+    command.upgrade(alembic_config(url), revision)
+    click.echo(f"database {make_url(url).render_as_string(hide_password=True)} is at {revision}")
+
+
+@click.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--name", required=True, help="who or what the token is for")
+@click.option("--role", required=True, type=click.Choice(ROLES))
+def token_create(name: str, role: str) -> None:
+    """Create a token; it is printed once, alone on the last line."""
+    from registry.db import make_engine, make_session_factory, transaction
+    from registry.services.auth import create_token
+
+    engine = make_engine(current_settings().database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            secret = create_token(session, name, role)
+    finally:
+        engine.dispose()
+    click.echo(f"created a {role} token named {name!r}; it is not shown again:")
+    click.echo(secret)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the web UI and the API with gunicorn."""
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options = {
+        "bind": bind,
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "accesslog": "-",
+        "errorlog": "-",
+        "proc_name": "registry",
+    }
+    GunicornServer(current_settings(), options).run()
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn serving create_app(settings); each worker builds its own app and engine."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from registry.http.app import create_app
+
+        return create_app(self.settings)

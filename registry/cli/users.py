@@ -1,0 +1,53 @@
+"""``registry user create|password``: web users ."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def user() -> None:
+    """Web UI users (name and password)."""
+
+
+def _password() -> str:
+    return str(click.prompt("password", hide_input=True, confirmation_prompt=True))
+
+
+@user.command("create")
+@click.option("--name", required=True, help="the user's sign-in name")
+@click.option("--role", required=True, type=click.Choice(["admin", "submitter", "viewer"]))
+@click.option("--password", envvar="REGISTRY_NEW_PASSWORD", help="default: prompt (or env)")
+def user_create(name: str, role: str, password: str | None) -> None:
+    """Create a web user; the password is prompted for unless given."""
+    from registry.cli.context import current_settings
+    from registry.db import make_engine, make_session_factory, transaction
+    from registry.services.users import create_user
+
+    password = password or _password()
+    engine = make_engine(current_settings().database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            create_user(session, name, role, password)
+    finally:
+        engine.dispose()
+    click.echo(f"created {role} user {name!r}")
+
+
+@user.command("password")
+@click.option("--name", required=True)
+@click.option("--password", envvar="REGISTRY_NEW_PASSWORD", help="default: prompt (or env)")
+def user_password(name: str, password: str | None) -> None:
+    """Set a web user's password."""
+    from registry.cli.context import current_settings
+    from registry.db import make_engine, make_session_factory, transaction
+    from registry.services.users import set_password
+
+    password = password or _password()
+    engine = make_engine(current_settings().database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            set_password(session, name, password)
+    finally:
+        engine.dispose()
+    click.echo(f"password of {name!r} changed")

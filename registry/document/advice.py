@@ -1,0 +1,166 @@
+"""The guide's recommendations, as warnings: values that work but that the guide advises against.
+
+Heads and learning-rate ranges, temperature, repetition penalty, multimodal encoder weights,
+fp16 and the memory estimate. ``ADVICE`` lists them in the order they run, after
+the checks of :mod:`registry.document.rules` (see :mod:`registry.document.ruleset`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from registry.document.issues import Issue, Rule, rule, warning
+
+
+@rule("model.num_attention_heads")
+def heads_recommended(doc: dict[str, Any]) -> Iterator[Issue]:
+    """The guide recommends 8-32 heads; too many scatter attention."""
+    heads = doc["model"]["num_attention_heads"]
+    if not 8 <= heads <= 32:
+        yield warning(
+            "model.num_attention_heads",
+            f"{heads} heads is outside the guide's "
+            "8-32; too many heads scatter attention, too few limit it",
+        )
+
+
+@rule("training.learning_rate")
+def learning_rate_recommended(doc: dict[str, Any]) -> Iterator[Issue]:
+    """The guide recommends 1e-5 to 5e-5; higher is unstable."""
+    lr = doc["training"]["learning_rate"]
+    if not 1e-5 <= lr <= 5e-5:
+        hint = "too high a rate makes training unstable" if lr > 5e-5 else "it may learn slowly"
+        yield warning(
+            "training.learning_rate", f"{lr:g} is outside the guide's 1e-5 to 5e-5; {hint}"
+        )
+
+
+@rule("generation.temperature")
+def temperature_coherence(doc: dict[str, Any]) -> Iterator[Issue]:
+    """Above 1.2 output may lose coherence; 0 means greedy decoding."""
+    temperature = doc["generation"]["temperature"]
+    if temperature > 1.2:
+        yield warning(
+            "generation.temperature",
+            f"{temperature} is above 1.2: output may lose "
+            "coherence; use 0.7-1.0 for creative writing",
+        )
+    elif temperature == 0:
+        yield warning(
+            "generation.temperature",
+            "0 means greedy decoding (no sampling); "
+            "top_p and sampling diversity then have no effect",
+        )
+
+
+@rule("generation.repetition_penalty")
+def repetition_penalty_recommended(doc: dict[str, Any]) -> Iterator[Issue]:
+    """The guide uses 1.0-1.2; below 1 rewards repetition, far above 1.2 garbles text."""
+    penalty = doc["generation"]["repetition_penalty"]
+    if penalty < 1.0:
+        yield warning(
+            "generation.repetition_penalty",
+            f"{penalty} below 1.0 encourages repetition; use 1.0-1.2",
+        )
+    elif penalty > 1.5:
+        yield warning(
+            "generation.repetition_penalty",
+            f"{penalty} is far above the guide's "
+            "1.0-1.2 and can garble text; 1.2 already reduces repetition",
+        )
+
+
+@rule("task", "multimodal.visual_encoder_weight", "multimodal.text_encoder_weight")
+def encoder_weights_sum(doc: dict[str, Any]) -> Iterator[Issue]:
+    """For multimodal matching the two shares should sum to 1."""
+    m = doc["multimodal"]
+    total = m["visual_encoder_weight"] + m["text_encoder_weight"]
+    if doc["task"] == "multimodal_matching" and abs(total - 1) > 1e-9:
+        yield warning(
+            "multimodal.text_encoder_weight",
+            f"the encoder weights sum to "
+            f"{total:g}, not 1; e.g. visual 0.7 and text 0.3 for image-text matching",
+        )
+
+
+@rule("task", "multimodal.visual_encoder_weight")
+def visual_weight_for_task(doc: dict[str, Any]) -> Iterator[Issue]:
+    """Text-only tasks switch the visual encoder off; matching wants it at 0.6-0.8."""
+    task, visual = doc["task"], doc["multimodal"]["visual_encoder_weight"]
+    if task in ("causal_lm", "classification") and visual > 0:
+        yield warning(
+            "multimodal.visual_encoder_weight",
+            f"task {task} is text-only; the guide switches the visual encoder off (0)",
+        )
+    elif task == "multimodal_matching" and not 0.6 <= visual <= 0.8:
+        yield warning(
+            "multimodal.visual_encoder_weight",
+            f"{visual} is outside the guide's 0.6-0.8 for image-text matching",
+        )
+
+
+@rule("training.precision")
+def fp16_overflow(doc: dict[str, Any]) -> Iterator[Issue]:
+    """fp16 has a narrow range; bf16 trains without loss scaling."""
+    if doc["training"]["precision"] == "fp16":
+        yield warning(
+            "training.precision",
+            "fp16 can overflow to inf/NaN without loss "
+            "scaling; prefer bf16 where the GPU supports it",
+        )
+
+
+@rule("*")
+def memory_fits(doc: dict[str, Any]) -> Iterator[Issue]:
+    """The estimated peak training memory must fit resources.gpu_memory_gb."""
+    from registry.document.estimate import estimate
+
+    est = estimate(doc)
+    budget, peak = doc["resources"]["gpu_memory_gb"], est["peak_memory_gb"]
+    if peak <= budget:
+        return
+    remedies = []
+    if not doc["training"]["gradient_checkpointing"]:
+        remedies.append(
+            "set training.gradient_checkpointing: true (estimate "
+            f"{est['peak_memory_gb_with_checkpointing']:.2f} GiB)"
+        )
+    remedies.append(
+        "halve training.per_device_train_batch_size and double gradient_accumulation_steps"
+    )
+    if doc["model"]["model_dim"] > 768:
+        remedies.append("lower model.model_dim to 768")
+    yield warning(
+        "resources.gpu_memory_gb",
+        f"estimated peak training memory {peak:.2f} GiB "
+        f"exceeds gpu_memory_gb ({budget:g}) by {peak - budget:.2f} GiB; " + "; or ".join(remedies),
+    )
+
+
+@rule("task")
+def task_as_trained(doc: dict[str, Any]) -> Iterator[Issue]:
+    """Say plainly that the worker trains every task as a causal language model for now."""
+    task = doc["task"]
+    if task != "causal_lm":
+        yield warning(
+            "task",
+            f"{task}: the worker trains and evaluates the text model as a causal language "
+            "model (next-token loss on data.dataset); no classification head or visual "
+            "encoder is built yet, so the multimodal weights are recorded but do not change "
+            "training",
+        )
+
+
+#: The guide's recommendations, in the order they run.
+ADVICE: tuple[Rule, ...] = (
+    heads_recommended,
+    learning_rate_recommended,
+    temperature_coherence,
+    repetition_penalty_recommended,
+    encoder_weights_sum,
+    visual_weight_for_task,
+    fp16_overflow,
+    memory_fits,
+    task_as_trained,
+)

@@ -1,0 +1,464 @@
+"""The config document (schema_version 1): typed schema, normalisation, hash, diff.
+
+Pure: no Flask, no database, no torch. The rules that turn a typed document into errors and
+warnings live in :mod:`registry.document.rules` (and :mod:`registry.document.advice`); parsing
+text into data lives in :mod:`registry.document.parse` (``parse_document`` is re-exported here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import model_validator as _model_validator
+
+from registry.document.issues import Issue
+from registry.document.parse import parse_document
+from registry.document.rules import describe, type_error_message
+from registry.document.ruleset import run_rules
+from registry.errors import InvalidConfig
+
+__all__ = [
+    "SECTIONS",
+    "Document",
+    "Issue",
+    "Validation",
+    "canonical_json",
+    "config_hash",
+    "diff",
+    "dump",
+    "field_help",
+    "flatten",
+    "json_schema",
+    "normalize",
+    "parse_document",
+    "validate",
+]
+
+SCHEMA_VERSION = 1
+#: The sections of the document, in the order they are written.
+SECTIONS: tuple[str, ...] = (
+    "model",
+    "training",
+    "generation",
+    "multimodal",
+    "data",
+    "resources",
+)
+
+
+def _integral(value: Any) -> Any:
+    # 12.0 is a whole number; 12.5, "12" and true are not (the strict core rejects them).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral), Strict()]
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+
+
+def _f(default: Any, description: str, recommended: str | None = None, **schema: Any) -> Any:
+    """A field with its guide-derived help text and JSON-Schema bounds (checked by the rules)."""
+    extra = dict(schema)
+    if recommended:
+        extra["x-recommended"] = recommended
+    return Field(default=default, description=description, json_schema_extra=extra or None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+
+class ModelSection(_Section):
+    """The transformer architecture (a transformers model type)."""
+
+    architecture: Literal["deepseek_v2", "llama"] = _f(
+        "deepseek_v2", "The transformers model type: DeepSeek-V2 (MLA attention, MoE) or Llama."
+    )
+    model_dim: Int = _f(
+        256,
+        "Hidden size: the vector dimension of each token; drives model capacity.",
+        "512-768 for light tasks (e.g. classification); 1024-1536 for complex ones "
+        "(e.g. multimodal), which need 16GB+ of GPU memory",
+        exclusiveMinimum=0,
+    )
+    num_attention_heads: Int = _f(
+        8,
+        "Parallel attention heads; model_dim must be divisible by it.",
+        "8-32",
+        exclusiveMinimum=0,
+    )
+    num_hidden_layers: Int = _f(4, "Transformer blocks.", exclusiveMinimum=0)
+    intermediate_size: Int | None = _f(
+        None,
+        "Feed-forward width; null derives it from model_dim (Llama's rule: 8/3 x "
+        "model_dim rounded up to a multiple of 256).",
+        exclusiveMinimum=0,
+    )
+    max_position_embeddings: Int = _f(
+        512,
+        "Longest sequence the position encoding is set up for; >= data.seq_len.",
+        exclusiveMinimum=0,
+    )
+    vocab_size: Int | None = _f(
+        None,
+        "Vocabulary size; null takes the tokenizer's (byte: 259, bpe: 4096).",
+        minimum=259,
+    )
+
+
+class TrainingSection(_Section):
+    """The optimiser, schedule and numerics of a training run."""
+
+    learning_rate: Float = _f(
+        3e-5,
+        "Peak AdamW learning rate; too high makes training unstable.",
+        "1e-5 to 5e-5",
+        exclusiveMinimum=0,
+    )
+    scheduler: Literal["linear", "cosine", "constant"] = _f(
+        "linear",
+        "Learning-rate schedule after the warmup: linear or cosine decay, or constant.",
+        "linear warmup to start cold; cosine decay for a finer final convergence",
+    )
+    warmup_ratio: Float | None = _f(
+        0.1,
+        "Fraction of num_training_steps spent warming the learning rate up linearly; "
+        "null when num_warmup_steps is given.",
+        "0.1 (the first 10% of the steps)",
+        minimum=0,
+        exclusiveMaximum=1,
+    )
+    num_warmup_steps: Int | None = _f(
+        None,
+        "Warmup length in steps, instead of warmup_ratio (not both).",
+        minimum=0,
+    )
+    num_training_steps: Int = _f(1000, "Optimiser steps in the run.", exclusiveMinimum=0)
+    per_device_train_batch_size: Int = _f(
+        16,
+        "Sequences per device per micro-batch.",
+        "16-32 on a 16GB GPU",
+        exclusiveMinimum=0,
+    )
+    gradient_accumulation_steps: Int = _f(
+        1,
+        "Micro-batches accumulated per optimiser step (a bigger effective batch at the "
+        "memory cost of one micro-batch).",
+        exclusiveMinimum=0,
+    )
+    gradient_checkpointing: Bool = _f(
+        False,
+        "Recompute activations in the backward pass: much less memory, 20-35% slower.",
+        "true when the run does not fit in GPU memory",
+    )
+    weight_decay: Float = _f(0.0, "AdamW decoupled weight decay.", minimum=0)
+    max_grad_norm: Float = _f(1.0, "Gradient-norm clipping threshold.", exclusiveMinimum=0)
+    precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32",
+        "Activation precision (autocast); weights and optimiser state stay fp32.",
+        "bf16 where the hardware has it; fp16 can overflow",
+    )
+    seed: Int = _f(42, "Random seed for initialisation, data order and sampling.", minimum=0)
+    eval_every_steps: Int = _f(100, "Evaluate every this many steps.", exclusiveMinimum=0)
+
+    @_model_validator(mode="after")
+    def _warmup_form(self) -> TrainingSection:
+        # num_warmup_steps given alone replaces the default ratio; both null means no warmup.
+        if self.num_warmup_steps is not None and "warmup_ratio" not in self.model_fields_set:
+            self.warmup_ratio = None
+        elif self.num_warmup_steps is None and self.warmup_ratio is None:
+            self.warmup_ratio = 0.0
+        return self
+
+
+class GenerationSection(_Section):
+    """Sampling parameters for generation and evaluation."""
+
+    temperature: Float = _f(
+        0.7,
+        "Sampling temperature: lower is more deterministic; 0 is greedy.",
+        "0.3-0.5 structured output (e.g. code); 0.7-1.0 creative writing; >1.2 loses coherence",
+        minimum=0,
+    )
+    top_p: Float = _f(
+        0.92,
+        "Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p.",
+        "0.9 for deterministic tasks (QA); 0.95 for open generation; tune with temperature",
+        exclusiveMinimum=0,
+        maximum=1,
+    )
+    repetition_penalty: Float = _f(
+        1.0,
+        "Penalty on tokens already generated; 1.0 is none.",
+        "1.0-1.2",
+        exclusiveMinimum=0,
+    )
+    max_length: Int = _f(512, "Longest generated sequence, in tokens.", exclusiveMinimum=0)
+    per_device_eval_batch_size: Int = _f(
+        32,
+        "Sequences per device in evaluation and generation.",
+        "32 for efficient inference",
+        exclusiveMinimum=0,
+    )
+
+
+class MultimodalSection(_Section):
+    """How visual and text features are weighted in multimodal fusion."""
+
+    visual_encoder_weight: Float = _f(
+        0.0,
+        "Share of the visual features in the fusion.",
+        "0.6-0.8 for image-text matching; 0 for text-only tasks",
+        minimum=0,
+        maximum=1,
+    )
+    text_encoder_weight: Float = _f(
+        1.0,
+        "Share of the text features in the fusion.",
+        "1 - visual_encoder_weight",
+        minimum=0,
+        maximum=1,
+    )
+
+
+class DataSection(_Section):
+    """The corpus and its tokenisation."""
+
+    dataset: Str = _f(
+        "builtin:pydoc",
+        "builtin:pydoc (CPython's pydoc_data.topics), builtin:licenses "
+        "(/usr/share/common-licenses) or file:<path> (a UTF-8 text file on the worker).",
+        pattern=r"^(builtin:(pydoc|licenses)|file:.+)$",
+    )
+    tokenizer: Literal["byte", "bpe"] = _f(
+        "byte",
+        "byte: 256 byte ids + pad/bos/eos (259); bpe: a byte-level BPE trained locally "
+        "on the dataset and saved with the run.",
+    )
+    seq_len: Int = _f(128, "Training sequence length in tokens.", exclusiveMinimum=0)
+    validation_fraction: Float = _f(
+        0.1,
+        "Share of the corpus held out for validation.",
+        "0.05-0.2",
+        exclusiveMinimum=0,
+        exclusiveMaximum=1,
+    )
+
+
+class ResourcesSection(_Section):
+    """The hardware the run must fit."""
+
+    gpus: Int = _f(
+        1, "GPUs (data parallel: each holds a full copy of the model).", exclusiveMinimum=0
+    )
+    gpu_memory_gb: Float = _f(
+        16.0,
+        "Memory per GPU in GiB that the run must fit in; drives the memory estimate.",
+        "8 for efficient inference; 16+ for model_dim 1024-1536",
+        exclusiveMinimum=0,
+    )
+
+
+class Document(_Section):
+    """A config document, schema_version 1."""
+
+    schema_version: Literal[1] = _f(1, "The document format version; always 1.")
+    task: Literal["causal_lm", "classification", "multimodal_matching"] = _f(
+        "causal_lm", "What the model is trained for."
+    )
+    model: ModelSection = Field(default_factory=ModelSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+    multimodal: MultimodalSection = Field(default_factory=MultimodalSection)
+    data: DataSection = Field(default_factory=DataSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+
+    @_model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # "model:" with every field commented out is YAML null: an empty section.
+        if isinstance(data, dict):
+            return {k: ({} if k in SECTIONS and v is None else v) for k, v in data.items()}
+        return data
+
+
+_SECTION_MODELS: dict[str, type[_Section]] = {
+    name: Document.model_fields[name].annotation
+    for name in SECTIONS  # type: ignore[misc]
+}
+_TOP_LEVEL = ["schema_version", "task", *SECTIONS]
+
+
+def _fields_of(section: str) -> list[str] | None:
+    model = _SECTION_MODELS.get(section)
+    return list(model.model_fields) if model else None
+
+
+@dataclass
+class Validation:
+    """The outcome of validating a document: the /validate answer."""
+
+    valid: bool
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    normalized: dict[str, Any] | None = None
+    hash: str | None = None
+    estimate: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"valid", "errors", "warnings", "normalized", "hash", "estimate"}``."""
+        return {
+            "valid": self.valid,
+            "errors": [i.to_dict() for i in self.errors],
+            "warnings": [i.to_dict() for i in self.warnings],
+            "normalized": self.normalized,
+            "hash": self.hash,
+            "estimate": self.estimate,
+        }
+
+
+def validate(raw: Any) -> Validation:
+    """Check a parsed document; never raises for bad input."""
+    if not isinstance(raw, dict):
+        issue = Issue(
+            "document",
+            f"the document must be a mapping of sections, got "
+            f"{describe(raw)}; start from a preset or `registry export`",
+            "error",
+        )
+        return Validation(valid=False, errors=[issue])
+    errors, bad_paths, doc = _typed(raw)
+    rule_errors, warnings = run_rules(doc, bad_paths)
+    errors += rule_errors
+    if errors:
+        return Validation(valid=False, errors=errors, warnings=warnings)
+    from registry.document.estimate import estimate
+
+    return Validation(True, [], warnings, doc, config_hash(doc), estimate(doc))
+
+
+def normalize(raw: Any) -> dict[str, Any]:
+    """The normalised document (defaults filled in), or raise InvalidConfig."""
+    result = validate(raw)
+    if not result.valid or result.normalized is None:
+        raise InvalidConfig([i.to_dict() for i in result.errors])
+    return result.normalized
+
+
+def _typed(raw: dict[Any, Any]) -> tuple[list[Issue], set[str], dict[str, Any]]:
+    """Type-check, then re-check without the bad fields so the rules see everything else."""
+    errors: list[Issue] = []
+    bad: set[str] = set()
+    cleaned: Any = raw
+    for _ in range(4):
+        try:
+            doc = Document.model_validate(cleaned).model_dump(mode="python")
+            return errors, bad, doc
+        except ValidationError as exc:
+            for err in exc.errors():
+                path = ".".join(str(p) for p in err["loc"])
+                if path not in bad:
+                    bad.add(path)
+                    message = type_error_message(err, _fields_of, _TOP_LEVEL)
+                    errors.append(Issue(path or "document", message, "error"))
+            cleaned = _without(cleaned, [e["loc"] for e in exc.errors()])
+    return errors, bad, Document().model_dump(mode="python")  # pragma: no cover
+
+
+def _without(raw: dict[Any, Any], locs: list[tuple[Any, ...]]) -> dict[Any, Any]:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for loc in locs:
+        if len(loc) == 1 or (len(loc) >= 2 and not isinstance(out.get(loc[0]), dict)):
+            out.pop(loc[0], None)
+        elif len(loc) >= 2:
+            out[loc[0]].pop(loc[1], None)
+    return out
+
+
+# -- the normalised document as data --------------------------------------------------------
+
+
+def canonical_json(doc: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 kept: the text the hash is taken of."""
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def config_hash(doc: dict[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of a normalised document."""
+    return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaves by dotted path: ``{"training.learning_rate": 3e-05, ...}``."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], all_fields: bool = False) -> list[dict[str, Any]]:
+    """``[{"field", "from", "to"}]`` by dotted path, sorted; only changes unless all_fields."""
+    fa, fb = flatten(a), flatten(b)
+    rows = []
+    for path in sorted(fa.keys() | fb.keys()):
+        before, after = fa.get(path), fb.get(path)
+        if all_fields or before != after or type(before) is not type(after):
+            rows.append({"field": path, "from": before, "to": after})
+    return rows
+
+
+def dump(doc: dict[str, Any], fmt: Literal["yaml", "json"] = "yaml") -> str:
+    """The document as readable YAML (section order kept) or indented JSON."""
+    if fmt == "json":
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if fmt != "yaml":
+        raise ValueError(f"unknown format {fmt!r}; use 'yaml' or 'json'")
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the document, for editors and the web form."""
+    schema = Document.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://config-registry.invalid/schema/config-document-v1.json",
+        "title": "config-registry document, schema_version 1",
+        **schema,
+    }
+
+
+def field_help() -> dict[str, dict[str, Any]]:
+    """Per dotted path: description, recommended range (or None) and default."""
+    out: dict[str, dict[str, Any]] = {}
+    models: list[tuple[str, type[BaseModel]]] = [("", Document)]
+    models += [(f"{name}.", model) for name, model in _SECTION_MODELS.items()]
+    for prefix, model in models:
+        for name, info in model.model_fields.items():
+            if prefix == "" and name in SECTIONS:
+                continue
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            out[prefix + name] = {
+                "description": info.description or "",
+                "recommended": extra.get("x-recommended"),
+                "default": info.default,
+            }
+    return out
+
+
+def section_fields(section: str) -> list[str]:
+    """The field names of one section, in order (raises KeyError for an unknown section)."""
+    return list(_SECTION_MODELS[section].model_fields)

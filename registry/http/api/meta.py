@@ -1,0 +1,125 @@
+"""Routes about the service and the document: health, presets, validate, schema, OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, jsonify
+
+from registry.document import presets, spec
+from registry.http.api import bp
+from registry.http.api.body import document_of, json_body
+from registry.http.api.guard import requires
+from registry.http.api.schemas import (
+    Health,
+    PresetList,
+    PresetSummary,
+    ValidateRequest,
+    dump,
+    parse_body,
+)
+
+
+@bp.get("/health")
+def health() -> Any:
+    """Liveness; needs no token.
+    ---
+    get:
+      summary: Health check
+      security: []
+      responses:
+        200:
+          description: the service is up
+          content: {application/json: {schema: Health}}
+    """
+    return jsonify(dump(Health(status="ok")))
+
+
+@bp.get("/presets")
+@requires("read")
+def list_presets() -> Any:
+    """The scenario presets from the parameter guide.
+    ---
+    get:
+      summary: List presets
+      responses:
+        200:
+          description: every preset, without its document
+          content: {application/json: {schema: PresetList}}
+    """
+    items = [
+        PresetSummary(name=p.name, description=p.description, section=p.section)
+        for p in presets.list_presets()
+    ]
+    return jsonify(dump(PresetList(presets=items)))
+
+
+@bp.get("/presets/<name>")
+@requires("read")
+def get_preset(name: str) -> Any:
+    """One preset's full config document (its description is in ``GET /presets``).
+    ---
+    get:
+      summary: Read a preset's config document
+      responses:
+        200:
+          description: the preset's full, normalised config document (see GET /schema)
+          content: {application/json: {schema: {type: object}}}
+        404:
+          description: no such preset
+          content: {application/json: {schema: Error}}
+    """
+    return jsonify(presets.get_preset(name).document)
+
+
+@bp.post("/validate")
+@requires("read")
+def validate() -> Any:
+    """Validate a document without storing it; an invalid one is still a 200.
+    ---
+    post:
+      summary: Validate a config document
+      requestBody:
+        required: true
+        content:
+          application/json: {schema: ValidateRequest}
+          application/yaml: {schema: ValidateRequest}
+      responses:
+        200:
+          description: errors, warnings, the normalised document, its hash and the estimate
+          content: {application/json: {schema: ValidationAnswer}}
+    """
+    body = parse_body(ValidateRequest, json_body())
+    return jsonify(spec.validate(document_of(body.config)).to_dict())
+
+
+@bp.get("/schema")
+@requires("read")
+def schema() -> Any:
+    """The JSON Schema of the config document.
+    ---
+    get:
+      summary: Config document JSON Schema
+      responses:
+        200:
+          description: a JSON Schema
+          content: {application/json: {schema: {type: object}}}
+    """
+    return jsonify(spec.json_schema())
+
+
+@bp.get("/openapi.json")
+@requires("read")
+def openapi() -> Any:
+    """This API described as OpenAPI 3.1, generated from the routes.
+    ---
+    get:
+      summary: OpenAPI document
+      responses:
+        200:
+          description: an OpenAPI 3.1 document
+          content: {application/json: {schema: {type: object}}}
+    """
+    from registry.http.openapi import openapi_document
+
+    return jsonify(openapi_document(current_app))

@@ -1,0 +1,115 @@
+"""create_app(settings): one session per request, the blueprints, one error handler."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from registry.db import make_engine, make_session_factory
+from registry.errors import RegistryError
+from registry.http import context
+from registry.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+    """Build the Flask app for ``settings`` (read from the environment when omitted)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    engine = engine or make_engine(settings.database_url)
+    context.install(app, context.Services(settings, engine, make_session_factory(engine)))
+
+    _install_session_per_request(app)
+    _install_error_handlers(app)
+
+    from registry.http.api import bp as api_bp
+    from registry.http.web import bp as web_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(web_bp)
+    return app
+
+
+def _install_session_per_request(app: Flask) -> None:
+    """Each request gets one session; it commits only when the answer is a success."""
+
+    @app.before_request
+    def _open_session() -> None:
+        g.db = context.of(app).sessions()
+
+    @app.after_request
+    def _commit(response: Response) -> Response:
+        db: Session | None = g.pop("db", None)
+        if db is None:
+            return response
+        try:
+            if response.status_code < 400:
+                db.commit()
+            else:
+                db.rollback()
+        except Exception as exc:
+            db.rollback()
+            log.exception("commit failed")
+            response = _json_error(_as_registry_error(exc))
+        finally:
+            db.close()
+        return response
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        db: Session | None = g.pop("db", None)
+        if db is not None:
+            db.rollback()
+            db.close()
+
+
+def _as_registry_error(exc: Exception) -> RegistryError:
+    from sqlalchemy.exc import IntegrityError
+
+    from registry.errors import Conflict
+
+    if isinstance(exc, IntegrityError):
+        return Conflict("the change conflicts with stored data; retry")
+    return RegistryError("internal error")
+
+
+def _json_error(err: RegistryError) -> Response:
+    response = jsonify(err.to_dict())
+    response.status_code = err.status
+    return response
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RegistryError)
+    def _registry_error(err: RegistryError) -> Any:
+        return _json_error(err)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException) -> Any:
+        if not _wants_json():
+            return err
+        code = (err.name or "error").lower().replace(" ", "_")
+        body = {"error": err.description or err.name, "code": code}
+        response = jsonify(body)
+        response.status_code = err.code or 500
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception) -> Any:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json_error(RegistryError("internal error; see the server log"))

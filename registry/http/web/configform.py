@@ -1,0 +1,217 @@
+"""The config form: one input per document field, grouped by section, built from the schema.
+
+Pure (no Flask): the views hand it ``request.form`` as a mapping. Text from inputs becomes a
+typed document here; values that cannot even be read as their type are errors on their field,
+and everything else is left to :func:`registry.document.spec.validate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from registry.document import spec
+from registry.http.web.formatting import value_text
+
+SECTION_TITLES = {
+    "general": "General",
+    "model": "Model",
+    "training": "Training",
+    "generation": "Generation",
+    "multimodal": "Multimodal",
+    "data": "Data",
+    "resources": "Resources",
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input: its dotted path, type and the guide's help."""
+
+    path: str
+    kind: str  # int | float | bool | choice | text
+    optional: bool
+    choices: tuple[str, ...]
+    description: str
+    recommended: str | None
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The field's own name (the last part of its path)."""
+        return self.path.rsplit(".", 1)[-1]
+
+    @property
+    def input_id(self) -> str:
+        """An HTML id for the input (dots are legal but awkward in CSS selectors)."""
+        return "f-" + self.path.replace(".", "-")
+
+
+@dataclass
+class Section:
+    """A group of fields under one heading."""
+
+    key: str
+    title: str
+    fields: list[Field] = field(default_factory=list)
+
+
+def _kind(prop: dict[str, Any]) -> tuple[str, bool, tuple[str, ...]]:
+    variants = prop.get("anyOf") or [prop]
+    types = [v.get("type") for v in variants]
+    optional = "null" in types
+    enum = next((v["enum"] for v in variants if "enum" in v), None)
+    if enum:
+        return "choice", optional, tuple(str(e) for e in enum)
+    main = next((t for t in types if t and t != "null"), "string")
+    kinds = {"integer": "int", "number": "float", "boolean": "bool"}
+    return kinds.get(main, "text"), optional, ()
+
+
+def _field(path: str, prop: dict[str, Any]) -> Field:
+    kind, optional, choices = _kind(prop)
+    low = prop.get("minimum", prop.get("exclusiveMinimum"))
+    high = prop.get("maximum", prop.get("exclusiveMaximum"))
+    return Field(
+        path,
+        kind,
+        optional,
+        choices,
+        prop.get("description", ""),
+        prop.get("x-recommended"),
+        prop.get("default"),
+        low,
+        high,
+    )
+
+
+@cache
+def sections() -> tuple[Section, ...]:
+    """Every section with its fields, in the document's order (task first, under General)."""
+    schema = spec.json_schema()
+    task = _field("task", schema["properties"]["task"])
+    out = [Section("general", SECTION_TITLES["general"], [task])]
+    for key in spec.SECTIONS:
+        ref = schema["properties"][key]["$ref"].rsplit("/", 1)[-1]
+        props = schema["$defs"][ref]["properties"]
+        fields = [_field(f"{key}.{name}", props[name]) for name in props]
+        out.append(Section(key, SECTION_TITLES.get(key, key.title()), fields))
+    return tuple(out)
+
+
+def all_fields() -> list[Field]:
+    """Every field of the form."""
+    return [f for s in sections() for f in s.fields]
+
+
+def values_of(doc: Mapping[str, Any]) -> dict[str, str]:
+    """The form's input values for a (normalised or partial) document."""
+    flat = spec.flatten(dict(doc))
+    out = {}
+    for f in all_fields():
+        value = flat.get(f.path, f.default)
+        out[f.path] = "" if value is None else ("true" if value is True else value_text(value))
+    return out
+
+
+def parse_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The document the inputs spell, and the errors of inputs unreadable as their type."""
+    doc: dict[str, Any] = {"schema_version": 1}
+    errors: dict[str, str] = {}
+    for f in all_fields():
+        raw = (form.get(f.path) or "").strip()
+        try:
+            value = _read(f, raw)
+        except ValueError as exc:
+            errors[f.path] = str(exc)
+            continue
+        _put(doc, f.path, value)
+    return doc, errors
+
+
+def _read(f: Field, raw: str) -> Any:
+    if f.kind == "bool":
+        return raw in ("true", "on", "1", "yes")
+    if raw == "" or (f.optional and raw.lower() in ("null", "none")):
+        if f.optional:
+            return None
+        raise ValueError("enter a value")
+    if f.kind == "int":
+        try:
+            number = float(raw.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
+        if not number.is_integer():
+            raise ValueError(f"{raw!r} is not a whole number")
+        return int(number)
+    if f.kind == "float":
+        try:
+            return float(raw.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+    return raw
+
+
+def _put(doc: dict[str, Any], path: str, value: Any) -> None:
+    head, _, rest = path.partition(".")
+    if rest:
+        doc.setdefault(head, {})[rest] = value
+    else:
+        doc[head] = value
+
+
+@dataclass
+class Checked:
+    """What checking a form produced: field errors, other errors, warnings and the estimate."""
+
+    doc: dict[str, Any]
+    field_errors: dict[str, list[str]] = field(default_factory=dict)
+    other_errors: list[str] = field(default_factory=list)
+    field_warnings: dict[str, list[str]] = field(default_factory=dict)
+    other_warnings: list[str] = field(default_factory=list)
+    estimate: dict[str, Any] | None = None
+    hash: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        """No errors at all."""
+        return not self.field_errors and not self.other_errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON the page's script reads."""
+        return {
+            "valid": self.valid,
+            "field_errors": self.field_errors,
+            "other_errors": self.other_errors,
+            "field_warnings": self.field_warnings,
+            "other_warnings": self.other_warnings,
+            "estimate": self.estimate,
+            "hash": self.hash,
+        }
+
+
+def check(doc: dict[str, Any], read_errors: Mapping[str, str] | None = None) -> Checked:
+    """Validate ``doc``; each issue lands on its field when the form has one."""
+    paths = {f.path for f in all_fields()}
+    result = spec.validate(doc)
+    checked = Checked(doc, estimate=result.estimate, hash=result.hash)
+    for path, message in (read_errors or {}).items():
+        checked.field_errors.setdefault(path, []).append(message)
+    for issue in result.errors:
+        if issue.field in paths:
+            if issue.field not in (read_errors or {}):
+                checked.field_errors.setdefault(issue.field, []).append(issue.message)
+        else:
+            checked.other_errors.append(f"{issue.field}: {issue.message}")
+    for issue in result.warnings:
+        if issue.field in paths:
+            checked.field_warnings.setdefault(issue.field, []).append(issue.message)
+        else:
+            checked.other_warnings.append(f"{issue.field}: {issue.message}")
+    if read_errors:
+        checked.estimate, checked.hash = None, None
+    return checked

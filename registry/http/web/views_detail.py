@@ -1,0 +1,121 @@
+"""One config: its versions as a timeline, any version as YAML, diffs, and queueing a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, g, redirect, render_template, request, url_for
+
+from registry.document import spec
+from registry.errors import BadRequest, RegistryError
+from registry.http.web import bp
+from registry.http.web.signin import current_viewer, requires
+from registry.models import RUN_KINDS
+from registry.services import configs, queue, summaries
+
+
+@bp.get("/configs/<name>")
+@requires("read")
+def config_detail(name: str) -> Any:
+    """The timeline, the chosen version's YAML, a diff and the queue-a-run form."""
+    config = configs.get_config(g.db, name)
+    if not config.versions:
+        return render_template("config_detail.html", config=config, shown=None)
+    numbers = [v.version for v in config.versions]
+    shown = _pick(config.versions, request.args.get("v"), numbers[-1])
+    diff, all_fields = _diff(name, numbers)
+    return render_template(
+        "config_detail.html",
+        config=config,
+        versions=list(reversed(config.versions)),
+        shown=shown,
+        yaml_text=spec.dump(shown.document),
+        warnings=shown.warnings or [],
+        diff=diff,
+        diff_rows=_rows(diff),
+        all_fields=all_fields,
+        trained=summaries.trained_runs(g.db, name),
+        kinds=RUN_KINDS,
+        created=request.args.get("created"),
+        run_error=None,
+    )
+
+
+def _pick(versions: list[Any], raw: str | None, default: int) -> Any:
+    wanted = int(raw) if raw and raw.isdigit() else default
+    return next((v for v in versions if v.version == wanted), versions[-1])
+
+
+def _diff(name: str, numbers: list[int]) -> tuple[configs.Diff | None, bool]:
+    """The diff the query asks for (default: the previous version against the latest)."""
+    if len(numbers) < 2 and not request.args.get("from"):
+        return None, False
+    new = request.args.get("to") or str(numbers[-1])
+    old = request.args.get("from") or str(max(int(new) - 1, 1) if new.isdigit() else numbers[0])
+    all_fields = request.args.get("all") == "1"
+    try:
+        return configs.diff_versions(g.db, name, old, new, all_fields=all_fields), all_fields
+    except RegistryError:
+        return None, all_fields
+
+
+def _rows(diff: configs.Diff | None) -> list[tuple[str, Any, Any, bool]]:
+    """(field, from, to, changed) for the diff table."""
+    if diff is None:
+        return []
+    return [
+        (
+            c["field"],
+            c["from"],
+            c["to"],
+            c["from"] != c["to"] or type(c["from"]) is not type(c["to"]),
+        )
+        for c in diff.changes
+    ]
+
+
+@bp.get("/configs/<name>/versions/<int:version>.yaml")
+@requires("read")
+def version_yaml(name: str, version: int) -> Any:
+    """A version as a YAML download."""
+    text = configs.export(g.db, name, version, "yaml")
+    filename = f"{name}-v{version}.yaml"
+    return Response(
+        text,
+        mimetype="application/yaml",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@bp.post("/configs/<name>/runs")
+@requires("write")
+def queue_run(name: str) -> Any:
+    """Queue a train or evaluate run of one version; then show the run."""
+    form = request.form
+    version = configs.resolve_version(g.db, name, form.get("version") or None)
+    kind = form.get("kind", "train")
+    viewer = current_viewer()
+    run = queue.enqueue(
+        g.db,
+        version,
+        kind,
+        queue=(form.get("queue") or "default").strip(),
+        priority=_priority(form.get("priority")),
+        from_run=_int(form.get("from_run")) if kind == "evaluate" else None,
+        created_by=viewer.name if viewer else None,
+    )
+    return redirect(url_for("web.run_detail", run_id=run.id), code=303)
+
+
+def _priority(raw: str | None) -> int:
+    try:
+        value = int(raw or 0)
+    except ValueError:
+        raise BadRequest("priority must be a whole number", field="priority") from None
+    if not -1000 <= value <= 1000:
+        raise BadRequest("priority must be between -1000 and 1000", field="priority")
+    return value
+
+
+def _int(raw: str | None) -> int | None:
+    return int(raw) if raw and raw.isdigit() else None

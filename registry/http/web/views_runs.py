@@ -1,0 +1,133 @@
+"""The runs table (filter, sort, pages), one run, cancel, reproduce, and comparing runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g, redirect, render_template, request, url_for
+
+from registry.errors import BadRequest, FilterParseError
+from registry.http import context
+from registry.http.web import bp
+from registry.http.web.history import mlflow_link, read_history
+from registry.http.web.runinfo import (
+    config_differences,
+    metric_deltas,
+    ordered_metrics,
+    overlay_chart,
+    progress_of,
+    run_chart,
+)
+from registry.http.web.signin import current_viewer, requires
+from registry.models import Run
+from registry.query import search as query
+from registry.services import queue
+
+PAGE_SIZE = 50
+MAX_COMPARE = 8
+#: Column heading -> the order_by key it sorts by.
+COLUMNS = (
+    ("Run", "id"),
+    ("Config", "config"),
+    ("Version", "version"),
+    ("Kind", "kind"),
+    ("Status", "status"),
+    ("Queue", "queue"),
+    ("Attempt", "attempt"),
+    ("Worker", "worker"),
+    ("Created", "created_at"),
+    ("val_loss", "metrics.val_loss"),
+)
+DEFAULT_ORDER = "id DESC"
+
+
+@bp.get("/runs")
+@requires("read")
+def runs() -> Any:
+    """Runs matching the filter, in the chosen order, one page at a time."""
+    args = request.args
+    expr, order = args.get("filter", "").strip(), args.get("order", DEFAULT_ORDER).strip()
+    error: dict[str, Any] | None = None
+    rows: list[Run] = []
+    next_cursor: str | None = None
+    try:
+        rows, next_cursor = query.search_runs(
+            g.db, expr or None, order or DEFAULT_ORDER, PAGE_SIZE, args.get("cursor") or None
+        )
+    except FilterParseError as err:
+        error = {"message": err.message, "position": err.extra.get("position")}
+    except query.InvalidCursor:
+        return redirect(url_for("web.runs", filter=expr, order=order))
+    now = queue.db_now(g.db)
+    shown = [(run, progress_of(run, now)) for run in rows]
+    return render_template(
+        "runs.html",
+        rows=shown,
+        filter=expr,
+        order=order,
+        error=error,
+        columns=COLUMNS,
+        next_cursor=next_cursor,
+        paged=bool(args.get("cursor")),
+    ), (400 if error else 200)
+
+
+@bp.get("/runs/<int:run_id>")
+@requires("read")
+def run_detail(run_id: int) -> Any:
+    """Status, progress, error, metrics, curves, samples and provenance of one run."""
+    run = queue.get_run(g.db, run_id)
+    settings = context.settings()
+    history = read_history(settings.mlflow_tracking_uri, run.mlflow_run_id, samples=True)
+    original = queue.get_run(g.db, run.reproduces) if run.reproduces else None
+    return render_template(
+        "run_detail.html",
+        run=run,
+        progress=progress_of(run, queue.db_now(g.db)),
+        metrics=ordered_metrics(run.metrics),
+        deltas=metric_deltas(original.metrics, run.metrics) if original else [],
+        original=original,
+        loss_chart=run_chart(history),
+        history=history,
+        mlflow_url=mlflow_link(settings.mlflow_ui_url, history, run.mlflow_run_id),
+        active=run.status in ("queued", "running"),
+    )
+
+
+@bp.post("/runs/<int:run_id>/cancel")
+@requires("write")
+def cancel_run(run_id: int) -> Any:
+    """Cancel a queued run now, or ask a running one to stop."""
+    queue.cancel(g.db, run_id, queue.db_now(g.db))
+    return redirect(url_for("web.run_detail", run_id=run_id), code=303)
+
+
+@bp.post("/runs/<int:run_id>/reproduce")
+@requires("write")
+def reproduce_run(run_id: int) -> Any:
+    """Queue an exact re-run and show it."""
+    viewer = current_viewer()
+    copy = queue.reproduce(g.db, run_id, created_by=viewer.name if viewer else None)
+    return redirect(url_for("web.run_detail", run_id=copy.id), code=303)
+
+
+@bp.get("/compare")
+@requires("read")
+def compare() -> Any:
+    """Two or more runs: their config differences and their curves on shared charts."""
+    ids = sorted({int(v) for v in request.args.getlist("run") if v.isdigit()})[:MAX_COMPARE]
+    if len(ids) < 2:
+        raise BadRequest("pick two or more runs to compare (tick them in the runs table)")
+    runs = [queue.get_run(g.db, i) for i in ids]
+    uri = context.settings().mlflow_tracking_uri
+    histories = [(run, read_history(uri, run.mlflow_run_id)) for run in runs]
+    all_fields = request.args.get("all") == "1"
+    return render_template(
+        "compare.html",
+        runs=runs,
+        ids=ids,
+        differences=config_differences(runs, all_fields),
+        all_fields=all_fields,
+        charts=[overlay_chart(k, histories) for k in ("val_loss", "train_loss")],
+        metric_keys=[k for k, _ in ordered_metrics({k: 0 for r in runs for k in r.metrics or {}})],
+    )
