@@ -15,14 +15,14 @@ from registry.db import make_session_factory
 from registry.http.app import create_app
 from registry.services.auth import create_token
 from registry.settings import Settings
-from tests.dbs import database, migrated_engine, wipe
+from tests.support.dbs import database, migrated_engine, wipe
 
 
 @pytest.fixture(autouse=True)
 def _stop_processes_left_running() -> Iterator[None]:
     """A test that failed midway must not leave its server or worker processes behind."""
     yield
-    from tests.procs import stop_started
+    from tests.support.procs import stop_started
 
     stop_started()
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select
 from registry.db import make_session_factory
 from registry.models import Run
 from registry.settings import Settings
-from tests.procs import BIN, ROOT, Proc, Server, start, start_server, start_worker, wait_for
+from tests.support.procs import BIN, ROOT, Proc, Server, start, start_server, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -302,7 +302,15 @@ def test_8_claimers_take_200_runs_exactly_once(
     outs = [tmp_path / f"claims-{i}.txt" for i in range(CLAIMERS)]
     procs = [
         start(
-            [sys.executable, "-m", "tests.procs", server.url, tokens["worker"], f"c{i}", str(out)],
+            [
+                sys.executable,
+                "-m",
+                "tests.support.procs",
+                server.url,
+                tokens["worker"],
+                f"c{i}",
+                str(out),
+            ],
             {},
             tmp_path / "logs" / f"claimer-{i}.log",
         )

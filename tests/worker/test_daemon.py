@@ -21,8 +21,8 @@ from registry.client import Client
 from registry.db import make_session_factory, transaction
 from registry.http.app import create_app
 from registry.settings import Settings
-from tests.procs import free_port, serve_in_thread
-from tests.test_queue import make_version
+from tests.support.builders import make_version
+from tests.support.procs import free_port, serve_in_thread
 from worker.daemon import Daemon, Options, StopSignal
 from worker.execute import Result
 from worker.outbox import Outbox

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.worker.conftest import make_job, tiny_doc
+from tests.support.worker import make_job, tiny_doc
 from worker.evaluation import (
     MAX_NEW_TOKENS,
     distinct_2,

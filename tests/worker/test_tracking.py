@@ -99,7 +99,7 @@ def test_null_tracker_keeps_metrics_in_memory() -> None:
 
 
 def test_provenance_names_code_and_device() -> None:
-    from tests.worker.conftest import tiny_doc
+    from tests.support.worker import tiny_doc
 
     prov = collect(tiny_doc(), "abc", "cpu", 7)
     assert prov["seed"] == 7 and prov["dataset_sha256"] == "abc" and prov["device"] == "cpu"

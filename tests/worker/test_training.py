@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.worker.conftest import make_job, tiny_doc
+from tests.support.worker import make_job, splits_of, tiny_doc
 from worker import data
 from worker.execute import Stopped, execute
 from worker.failures import describe_error, is_out_of_memory
@@ -80,13 +80,6 @@ def test_fp16_on_cpu_autocasts_to_bf16() -> None:
 
 
 # -- the training loop -----------------------------------------------------------------------
-
-
-def _splits(doc: dict) -> data.Splits:
-    raw = data.load_corpus(doc["data"]["dataset"])
-    train_raw, val_raw = data.split_bytes(raw, doc["data"]["validation_fraction"])
-    tok = ByteTokenizer()
-    return data.Splits(tok.encode_corpus(train_raw), tok.encode_corpus(val_raw))
 
 
 @pytest.mark.slow
@@ -169,22 +162,21 @@ def test_llama_with_accumulation_checkpointing_and_bf16() -> None:
     model = build_model(doc, 259)
     assert model.is_gradient_checkpointing and type(model).__name__ == "LlamaForCausalLM"
     tracker = NullTracker()
-    result = train(model, _splits(doc), TrainParams.from_doc(doc), "cpu", tracker)
+    result = train(model, splits_of(doc), TrainParams.from_doc(doc), "cpu", tracker)
     assert result.steps == 6 and math.isfinite(result.metrics["val_loss"])
     assert [s for s, k, _ in tracker.metrics if k == "train_loss"] == list(range(1, 7))
 
 
 _SAME_SEED = """
 import json, torch
-from tests.worker.conftest import tiny_doc
-from tests.worker.test_training import _splits
+from tests.support.worker import splits_of, tiny_doc
 from worker.tracking import NullTracker
 from worker.training import TrainParams, build_model, seed_everything, train
 doc = tiny_doc(training={"num_training_steps": 8, "eval_every_steps": 8})
 seed_everything(42, "cpu")
 model = build_model(doc, 259)
 tracker = NullTracker()
-train(model, _splits(doc), TrainParams.from_doc(doc), "cpu", tracker)
+train(model, splits_of(doc), TrainParams.from_doc(doc), "cpu", tracker)
 print(json.dumps([v.hex() for s, k, v in tracker.metrics if k == "train_loss"]))
 """
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from registry.errors import FilterParseError
 from registry.models import Run, RunMetric, VersionParam
 from registry.query.search import search_runs
-from tests.test_query_compile import make_runs
+from tests.support.querydata import make_runs
 
 REJECTED = [
     "' OR 1=1 --",

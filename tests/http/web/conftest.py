@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,30 +13,13 @@ from registry.db import make_session_factory, transaction
 from registry.document import presets
 from registry.services import configs, queue
 from registry.settings import Settings
-
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+from tests.support.web import csrf_of, sign_in
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """The shared settings with cookies allowed over the test client's plain HTTP."""
     return settings.with_(secure_cookies=False)
-
-
-def csrf_of(html: str) -> str:
-    """The CSRF token in a page."""
-    match = _CSRF.search(html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
-
-
-def sign_in(client: FlaskClient, token: str) -> None:
-    """Sign ``client`` in with an API token, through the form."""
-    page = client.get("/login").get_data(as_text=True)
-    answer = client.post(
-        "/login", data={"method": "token", "token": token, "csrf_token": csrf_of(page)}
-    )
-    assert answer.status_code == 303, answer.get_data(as_text=True)
 
 
 @pytest.fixture
@@ -56,14 +38,6 @@ def post_form(web: FlaskClient) -> Callable[..., Any]:
         return web.post(url, data={**data, "csrf_token": token}, **kwargs)
 
     return post
-
-
-def form_data(doc: dict[str, Any]) -> dict[str, str]:
-    """The config form's inputs for ``doc``."""
-    from registry.http.web.configform import values_of
-
-    values = values_of(doc)
-    return {k: v for k, v in values.items() if not (v == "false")}
 
 
 @pytest.fixture

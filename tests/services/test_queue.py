@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from registry.db import make_session_factory, transaction
 from registry.errors import BadRequest, Conflict, StaleLease
-from registry.models import Config, ConfigVersion, Run, Worker
+from registry.models import ConfigVersion, Run, Worker
 from registry.services import queue, workers
+from tests.support.builders import make_version
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 LEASE = 60
@@ -22,17 +23,6 @@ LEASE = 60
 def at(seconds: float) -> dt.datetime:
     """T0 plus ``seconds``."""
     return T0 + dt.timedelta(seconds=seconds)
-
-
-def make_version(session: Session, name: str = "tiny", seed: int = 7) -> ConfigVersion:
-    """A stored config version (the queue does not look inside the document but for the seed)."""
-    config = Config(name=name)
-    version = ConfigVersion(
-        config=config, version=1, hash=f"{name:0<64}"[:64], document={"training": {"seed": seed}}
-    )
-    session.add_all([config, version])
-    session.flush()
-    return version
 
 
 @pytest.fixture

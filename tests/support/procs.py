@@ -24,7 +24,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -177,7 +177,7 @@ def serve_in_thread(app: Flask) -> Iterator[str]:
 
 def claim_loop(url: str, token: str, name: str, out: str, idle_limit: int = 3) -> None:
     """Claim and complete runs over HTTP as the daemon does, until the queue stays empty;
-    writes ``name run_id`` per claim to ``out`` (run as ``python -m tests.procs``)."""
+    writes ``name run_id`` per claim to ``out`` (run as ``python -m tests.support.procs``)."""
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     api = f"{url}/api/v1"

@@ -167,9 +167,9 @@ def test_modules_do_not_import_torch() -> None:
     import subprocess
 
     code = (
-        "import sys, registry.document.spec, registry.document.estimate, registry.document.presets, "
-        "registry.document.architecture; sys.exit('torch' in sys.modules or "
-        "'transformers' in sys.modules)"
+        "import sys, registry.document.spec, registry.document.estimate, "
+        "registry.document.presets, registry.document.architecture; "
+        "sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from registry.db import make_session_factory, transaction
 from registry.http.app import create_app
 from registry.settings import Settings
-from tests.test_queue import make_version
+from tests.support.builders import make_version
 
 Auth = Callable[..., dict[str, str]]
 

@@ -15,7 +15,7 @@ from registry.http.app import create_app
 from registry.services import configs, queue, workers
 from registry.services.users import create_user
 from registry.settings import Settings
-from tests.web.conftest import csrf_of, form_data
+from tests.support.web import csrf_of, form_data
 
 TINY = presets.get_preset("tiny-cpu").document
 XSS = "<script>alert(1)</script>"

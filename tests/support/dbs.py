@@ -15,7 +15,7 @@ from sqlalchemy import Engine, create_engine, text
 from registry.db import Base, make_engine
 from registry.migrations import alembic_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_URL = os.environ.get(
     "REGISTRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

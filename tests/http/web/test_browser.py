@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from registry.settings import Settings
-from tests.procs import ROOT, Server, start_server, start_worker
+from tests.support.procs import ROOT, Server, start_server, start_worker
 
 pytestmark = pytest.mark.slow
 

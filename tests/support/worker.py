@@ -1,0 +1,65 @@
+"""A tiny document, a claim as the daemon receives it, and the splits it trains on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from registry.document.spec import config_hash, normalize
+
+TINY: dict[str, Any] = {
+    "model": {
+        "architecture": "deepseek_v2",
+        "model_dim": 64,
+        "num_attention_heads": 8,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 128,
+    },
+    "training": {
+        "num_training_steps": 20,
+        "per_device_train_batch_size": 4,
+        "eval_every_steps": 10,
+        "learning_rate": 3e-3,
+        "warmup_ratio": 0.1,
+    },
+    "generation": {"max_length": 64, "per_device_eval_batch_size": 4},
+    "data": {"dataset": "builtin:pydoc", "seq_len": 64},
+}
+
+
+def tiny_doc(**sections: dict[str, Any]) -> dict[str, Any]:
+    """The tiny normalised document, with `sections` merged over it."""
+    raw = {name: dict(fields) for name, fields in TINY.items()}
+    for name, fields in sections.items():
+        raw.setdefault(name, {}).update(fields)
+    return normalize(raw)
+
+
+def make_job(
+    doc: dict[str, Any],
+    kind: str = "train",
+    run_id: int = 1,
+    name: str = "tiny",
+    from_run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A claim as the daemon receives it."""
+    run = {
+        "id": run_id,
+        "config": name,
+        "version": 1,
+        "config_hash": config_hash(doc),
+        "kind": kind,
+        "attempt": 1,
+        "status": "running",
+    }
+    return {"run": run, "config": doc, "lease": 1, "from_run": from_run}
+
+
+def splits_of(doc: dict[str, Any]) -> Any:
+    """The byte-tokenised train and validation splits of ``doc``'s dataset."""
+    from worker import data
+    from worker.tokenizer import ByteTokenizer
+
+    raw = data.load_corpus(doc["data"]["dataset"])
+    train_raw, val_raw = data.split_bytes(raw, doc["data"]["validation_fraction"])
+    tok = ByteTokenizer()
+    return data.Splits(tok.encode_corpus(train_raw), tok.encode_corpus(val_raw))
