@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -128,8 +129,10 @@ class Run(Base):
     queue: Mapped[str] = mapped_column(String(100), nullable=False, default="default")
     priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     lease_expires_at: Mapped[Timestamp]
+    #: sha256 of the current claim's opaque lease (migration 0005); None when not running.
+    lease_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
