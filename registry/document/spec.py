@@ -7,15 +7,13 @@ text into data lives in :mod:`registry.document.parse` (``parse_document`` is re
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 from pydantic import model_validator as _model_validator
 
+from registry.document.canonical import canonical_json, config_hash, diff, dump, flatten
 from registry.document.issues import Issue
 from registry.document.parse import parse_document
 from registry.document.rules import describe, type_error_message
@@ -31,9 +29,7 @@ __all__ = [
     "config_hash",
     "diff",
     "dump",
-    "field_help",
     "flatten",
-    "json_schema",
     "normalize",
     "parse_document",
     "validate",
@@ -290,7 +286,7 @@ class Document(_Section):
         return data
 
 
-_SECTION_MODELS: dict[str, type[_Section]] = {
+SECTION_MODELS: dict[str, type[_Section]] = {
     name: Document.model_fields[name].annotation
     for name in SECTIONS  # type: ignore[misc]
 }
@@ -298,7 +294,7 @@ _TOP_LEVEL = ["schema_version", "task", *SECTIONS]
 
 
 def _fields_of(section: str) -> list[str] | None:
-    model = _SECTION_MODELS.get(section)
+    model = SECTION_MODELS.get(section)
     return list(model.model_fields) if model else None
 
 
@@ -381,84 +377,3 @@ def _without(raw: dict[Any, Any], locs: list[tuple[Any, ...]]) -> dict[Any, Any]
         elif len(loc) >= 2:
             out[loc[0]].pop(loc[1], None)
     return out
-
-
-# -- the normalised document as data --------------------------------------------------------
-
-
-def canonical_json(doc: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 kept: the text the hash is taken of."""
-    return json.dumps(
-        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def config_hash(doc: dict[str, Any]) -> str:
-    """sha256 hex of the canonical JSON of a normalised document."""
-    return hashlib.sha256(canonical_json(doc).encode("utf-8")).hexdigest()
-
-
-def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Leaves by dotted path: ``{"training.learning_rate": 3e-05, ...}``."""
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
-def diff(a: dict[str, Any], b: dict[str, Any], all_fields: bool = False) -> list[dict[str, Any]]:
-    """``[{"field", "from", "to"}]`` by dotted path, sorted; only changes unless all_fields."""
-    fa, fb = flatten(a), flatten(b)
-    rows = []
-    for path in sorted(fa.keys() | fb.keys()):
-        before, after = fa.get(path), fb.get(path)
-        if all_fields or before != after or type(before) is not type(after):
-            rows.append({"field": path, "from": before, "to": after})
-    return rows
-
-
-def dump(doc: dict[str, Any], fmt: Literal["yaml", "json"] = "yaml") -> str:
-    """The document as readable YAML (section order kept) or indented JSON."""
-    if fmt == "json":
-        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    if fmt != "yaml":
-        raise ValueError(f"unknown format {fmt!r}; use 'yaml' or 'json'")
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the document, for editors and the web form."""
-    schema = Document.model_json_schema()
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://config-registry.invalid/schema/config-document-v1.json",
-        "title": "config-registry document, schema_version 1",
-        **schema,
-    }
-
-
-def field_help() -> dict[str, dict[str, Any]]:
-    """Per dotted path: description, recommended range (or None) and default."""
-    out: dict[str, dict[str, Any]] = {}
-    models: list[tuple[str, type[BaseModel]]] = [("", Document)]
-    models += [(f"{name}.", model) for name, model in _SECTION_MODELS.items()]
-    for prefix, model in models:
-        for name, info in model.model_fields.items():
-            if prefix == "" and name in SECTIONS:
-                continue
-            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-            out[prefix + name] = {
-                "description": info.description or "",
-                "recommended": extra.get("x-recommended"),
-                "default": info.default,
-            }
-    return out
-
-
-def section_fields(section: str) -> list[str]:
-    """The field names of one section, in order (raises KeyError for an unknown section)."""
-    return list(_SECTION_MODELS[section].model_fields)

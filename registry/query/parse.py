@@ -26,45 +26,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
+from registry.document.fields import param_paths
 from registry.errors import FilterParseError
 from registry.query.lex import Token, parse_error, tokenize
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 32
-
-#: The leaves of a normalised config document (CONTRACT section 2), the ``params.`` keys.
-CONTRACT_PARAM_PATHS: frozenset[str] = frozenset(
-    {
-        "schema_version",
-        "task",
-        *(
-            f"model.{f}"
-            for f in (
-                "architecture model_dim num_attention_heads num_hidden_layers "
-                "intermediate_size max_position_embeddings vocab_size"
-            ).split()
-        ),
-        *(
-            f"training.{f}"
-            for f in (
-                "learning_rate scheduler warmup_ratio num_warmup_steps num_training_steps "
-                "per_device_train_batch_size gradient_accumulation_steps gradient_checkpointing "
-                "weight_decay max_grad_norm precision seed eval_every_steps"
-            ).split()
-        ),
-        *(
-            f"generation.{f}"
-            for f in (
-                "temperature top_p repetition_penalty max_length per_device_eval_batch_size"
-            ).split()
-        ),
-        "multimodal.visual_encoder_weight",
-        "multimodal.text_encoder_weight",
-        *(f"data.{f}" for f in "dataset tokenizer seq_len validation_fraction".split()),
-        "resources.gpus",
-        "resources.gpu_memory_gb",
-    }
-)
 
 ColumnType = Literal["text", "int", "bool", "datetime"]
 
@@ -356,19 +323,8 @@ def _show(value: Value) -> str:
 
 
 def known_param_paths() -> frozenset[str]:
-    """The ``params.`` paths: every field of the document schema and CONTRACT section 2."""
-    global _known
-    if _known is None:
-        try:
-            from registry.document.spec import field_help
-        except ImportError:  # the schema module failing to import must not break queries
-            _known = CONTRACT_PARAM_PATHS
-        else:
-            _known = CONTRACT_PARAM_PATHS | frozenset(field_help())
-    return _known
-
-
-_known: frozenset[str] | None = None
+    """The ``params.`` paths: every leaf of the document schema (derived, never copied)."""
+    return param_paths()
 
 
 def parse(text: str, *, param_paths: Collection[str] | None = None) -> Node:

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry.document import rules, ruleset, spec
+from registry.document import fields, rules, ruleset, spec
 from registry.document.issues import Issue
 from registry.errors import DocumentParseError, InvalidConfig
 
@@ -501,7 +501,7 @@ def test_dump_round_trips_and_keeps_section_order() -> None:
 
 
 def test_json_schema_shape() -> None:
-    schema = spec.json_schema()
+    schema = fields.json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert list(schema["properties"]) == ["schema_version", "task", *spec.SECTIONS]
@@ -517,7 +517,7 @@ def test_json_schema_shape() -> None:
 
 
 def test_field_help_covers_every_field() -> None:
-    help_ = spec.field_help()
+    help_ = fields.field_help()
     assert set(help_) == set(spec.flatten(spec.normalize({})))
     assert help_["generation.temperature"]["recommended"].startswith("0.3-0.5")
 
@@ -539,7 +539,7 @@ _json = st.recursive(
     ),
     max_leaves=10,
 )
-_names = [name for name in spec.field_help()]
+_names = [name for name in fields.field_help()]
 
 
 @st.composite

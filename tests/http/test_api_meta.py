@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from registry.document import presets, spec
+from registry.document import fields, presets, spec
 from registry.http.openapi import API_PREFIX, UrlMapPlugin
 
 API = "/api/v1"
@@ -68,7 +68,7 @@ def test_validate_accepts_text_and_yaml_bodies(client: FlaskClient, auth) -> Non
 
 def test_schema(client: FlaskClient, auth) -> None:
     r = client.get(f"{API}/schema", headers=auth("viewer"))
-    assert r.status_code == 200 and r.json == spec.json_schema()
+    assert r.status_code == 200 and r.json == fields.json_schema()
 
 
 def _refs(node: Any) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app, jsonify
 
-from registry.document import presets, spec
+from registry.document import fields, presets, spec
 from registry.http.api import bp
 from registry.http.api.body import document_of, json_body
 from registry.http.api.guard import requires
@@ -105,7 +105,7 @@ def schema() -> Any:
           description: a JSON Schema
           content: {application/json: {schema: {type: object}}}
     """
-    return jsonify(spec.json_schema())
+    return jsonify(fields.json_schema())
 
 
 @bp.get("/openapi.json")

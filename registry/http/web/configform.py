@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from registry.document import spec
+from registry.document.fields import json_schema
 from registry.http.web.formatting import value_text
 
 SECTION_TITLES = {
@@ -92,7 +93,7 @@ def _field(path: str, prop: dict[str, Any]) -> Field:
 @cache
 def sections() -> tuple[Section, ...]:
     """Every section with its fields, in the document's order (task first, under General)."""
-    schema = spec.json_schema()
+    schema = json_schema()
     task = _field("task", schema["properties"]["task"])
     out = [Section("general", SECTION_TITLES["general"], [task])]
     for key in spec.SECTIONS:
