@@ -6,7 +6,7 @@ The entry point of the query modules:
 * :mod:`registry.query.compile`: the AST to SQLAlchemy boolean expressions;
 * :mod:`registry.query.select`: one select of a page (the order's join, the keyset bound);
 * :mod:`registry.query.plan`: the plan of each select and the selects a page takes;
-* this module: :func:`search_runs`, :func:`build_query`, limits and cursors.
+* this module: :func:`search_runs`, the page limit (:func:`check_limit`) and cursors.
 
 Pagination is keyset: the cursor carries the last row's sort values and id.
 """
@@ -31,6 +31,7 @@ from registry.query.parse import COLUMN_KEYS, OrderBy, parse, parse_order_by
 from registry.query.plan import fetch_rows
 from registry.query.select import select_page
 
+#: The largest page a search answers.
 MAX_LIMIT = 1000
 
 
@@ -48,42 +49,29 @@ def search_runs(
     cursor: str | None = None,
     *,
     param_paths: Collection[str] | None = None,
+    planned: bool = True,
 ) -> tuple[list[Run], str | None]:
     """One page of runs matching ``filter``, and the cursor of the next page (None at the end).
 
-    The runs come with their versions and configs attached (:func:`preload_versions`).
+    Raises FilterParseError (400) for a bad filter or order_by, InvalidCursor for a bad
+    cursor, BadRequest for a limit outside 1..MAX_LIMIT. The runs come with their versions
+    and configs attached (:func:`preload_versions`). ``planned=False`` runs the plain
+    compiled query instead of the planner's selects (the same page; for benchmarks and tests).
     """
-    _check_limit(limit)
+    check_limit(limit)
     node = parse(filter, param_paths=param_paths) if filter and filter.strip() else None
     order = parse_order_by(order_by, param_paths=param_paths) if order_by else None
     after = decode_cursor(cursor, order) if cursor else None
-    rows = fetch_rows(session, node, order, limit + 1, after)
+    if planned:
+        rows = fetch_rows(session, node, order, limit + 1, after)
+    else:
+        rows = list(session.execute(select_page(node, order, limit + 1, after)).all())
     runs = [row[0] for row in rows[:limit]]
     preload_versions(session, runs)
     if len(rows) <= limit:
         return runs, None
     last = rows[limit - 1]
     return runs, encode_cursor(order, list(last[1:]), last[0].id)
-
-
-def build_query(
-    filter: str | None,
-    order_by: str | None = None,
-    limit: int = 100,
-    cursor: str | None = None,
-    *,
-    param_paths: Collection[str] | None = None,
-) -> sa.Select[Any]:
-    """``SELECT runs, <sort values>`` matching ``filter`` in ``order_by`` order, one page.
-
-    Raises FilterParseError (400) for a bad filter or order_by, InvalidCursor for a bad
-    cursor, BadRequest for a limit outside 1..MAX_LIMIT.
-    """
-    _check_limit(limit)
-    node = parse(filter, param_paths=param_paths) if filter and filter.strip() else None
-    order = parse_order_by(order_by, param_paths=param_paths) if order_by else None
-    after = decode_cursor(cursor, order) if cursor else None
-    return select_page(node, order, limit, after)
 
 
 def preload_versions(session: Session, runs: Sequence[Run]) -> None:
@@ -105,9 +93,11 @@ def preload_versions(session: Session, runs: Sequence[Run]) -> None:
         set_committed_value(run, "version", versions[run.config_version_id])
 
 
-def _check_limit(limit: int) -> None:
+def check_limit(limit: int) -> int:
+    """``limit`` when it is a page size this package serves (1..MAX_LIMIT), else BadRequest."""
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
+    return limit
 
 
 # --- the cursor ------------------------------------------------------------------------------

@@ -176,9 +176,7 @@ def _limit(raw: str | None) -> int:
         limit = int(raw) if raw is not None else 100
     except ValueError:
         raise BadRequest(f"limit must be a whole number; got {raw!r}", field="limit") from None
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be between 1 and 1000", field="limit")
-    return limit
+    return query.check_limit(limit)
 
 
 @bp.get("/runs")
