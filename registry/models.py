@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -30,7 +31,10 @@ Json = Annotated[dict[str, Any] | None, mapped_column(JSONType, nullable=True)]
 
 ROLES = ("admin", "submitter", "viewer", "worker")
 RUN_KINDS = ("train", "evaluate")
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+#: A run is active while queued or running; finished once it reaches any other status.
+ACTIVE_STATUSES = ("queued", "running")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+RUN_STATUSES = (*ACTIVE_STATUSES, *FINISHED_STATUSES)
 
 
 class Config(Base):
@@ -224,3 +228,38 @@ class User(Base):
     created_at: Mapped[Created]
     last_login_at: Mapped[Timestamp]
     disabled_at: Mapped[Timestamp]
+
+
+# --- sign-in throttling and web sessions (migration 0006), kept by registry.services ---------
+
+
+class AuthFailure(Base):
+    """Failed authentications of one key (``scope:value``) in the current fixed window."""
+
+    __tablename__ = "auth_failures"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    count: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random secret, this row only its sha256."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (
+        CheckConstraint("(token_id IS NULL) <> (user_id IS NULL)", name="one_owner"),
+    )
+
+    id: Mapped[IntPK]
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tokens.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    created_at: Mapped[Created]
+    last_seen_at: Mapped[Timestamp]
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    ended_at: Mapped[Timestamp]

@@ -38,7 +38,6 @@ class Heartbeat:
         self.interval = max(lease_seconds / 3.0, 0.05)
         self.progress = progress
         self.lost: str | None = None
-        self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name=f"heartbeat-run-{run_id}", daemon=True
@@ -75,10 +74,7 @@ class Heartbeat:
             log.warning("run %s: %s; stopping it", self.run_id, exc.message)
             return False
         except errors.RegistryError as exc:
-            self.failures += 1
             log.warning("run %s: heartbeat failed (%s); retrying", self.run_id, exc.message)
-        else:
-            self.failures = 0
         return True
 
 

@@ -13,6 +13,8 @@ from werkzeug.exceptions import HTTPException
 from registry.db import make_engine, make_session_factory
 from registry.errors import RegistryError
 from registry.http import context
+from registry.http.api import bp as api_bp
+from registry.http.web import bp as web_bp
 from registry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,11 +35,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     _install_session_per_request(app)
     _install_error_handlers(app)
 
-    from registry.http.api import bp as api_bp
-    from registry.http.web import bp as web_bp
-
     app.register_blueprint(api_bp)
     app.register_blueprint(web_bp)
+    # Bearer tokens, not cookies: the JSON API has no ambient authority for CSRF to forge.
+    app.extensions["csrf"].exempt(api_bp)
     return app
 
 

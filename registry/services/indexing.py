@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from registry.models import ConfigVersion, Run, RunMetric, VersionParam
+from registry.document.canonical import flatten
+from registry.models import FINISHED_STATUSES, ConfigVersion, Run, RunMetric, VersionParam
 
 #: What a run's provenance must hold to be complete (CONTRACT section 3).
 REQUIRED_PROVENANCE = (
@@ -70,18 +71,6 @@ _metrics = sa.table("run_metrics", sa.column("run_id"), sa.column("key"), sa.col
 
 
 # --- pure encoding ---------------------------------------------------------------------------
-
-
-def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Leaves by dotted path, as ``registry.document.spec.flatten`` (a copy for migrations)."""
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
 
 
 def param_num(value: Any) -> float | None:
@@ -229,7 +218,7 @@ def _backfill_versions(bind: Session | Connection, batch: int) -> int:
 
 
 def _backfill_runs(bind: Session | Connection, batch: int) -> int:
-    finished = ("succeeded", "failed", "cancelled")
+    finished = FINISHED_STATUSES
     last, done = 0, 0
     while True:
         rows = bind.execute(

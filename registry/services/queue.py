@@ -27,14 +27,14 @@ from sqlalchemy.orm import Session, joinedload
 
 from registry.db import is_postgres, utcnow
 from registry.errors import BadRequest, Conflict, NotFound, StaleLease
-from registry.models import RUN_KINDS, ConfigVersion, Run
+from registry.models import FINISHED_STATUSES, RUN_KINDS, ConfigVersion, Run
 from registry.services.duplicates import refuse_duplicate
 from registry.services.indexing import index_finished_run
 from registry.services.workers import touch_worker
 
 MAX_ATTEMPTS = 3
-FINISHED = ("succeeded", "failed", "cancelled")
-COMPLETION_STATUSES = ("succeeded", "failed", "cancelled")
+FINISHED = FINISHED_STATUSES
+COMPLETION_STATUSES = FINISHED_STATUSES
 
 
 def db_now(session: Session) -> dt.datetime:

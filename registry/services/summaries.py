@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
-from registry.models import Config, ConfigVersion, Run, RunMetric, Worker
+from registry.models import ACTIVE_STATUSES, Config, ConfigVersion, Run, RunMetric, Worker
 from registry.services import configs
 
 
@@ -145,7 +145,7 @@ def queue_rows(session: Session, workers: Sequence[WorkerRow]) -> list[QueueRow]
     queues: dict[str, QueueRow] = {}
     counts = session.execute(
         select(Run.queue, Run.status, func.count())
-        .where(Run.status.in_(("queued", "running")))
+        .where(Run.status.in_(ACTIVE_STATUSES))
         .group_by(Run.queue, Run.status)
     )
     for name, status, count in counts:

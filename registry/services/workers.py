@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from registry.errors import BadRequest, NotFound
+from registry.errors import BadRequest
 from registry.models import Worker
 
 
@@ -31,16 +31,6 @@ def register_worker(
     worker.host = host
     worker.devices = devices
     worker.queues = list(queues) if queues is not None else None
-    worker.last_heartbeat_at = now
-    session.flush()
-    return worker
-
-
-def worker_heartbeat(session: Session, worker_id: str, now: dt.datetime) -> Worker:
-    """Mark a worker alive; 404 when it never registered."""
-    worker = session.get(Worker, worker_id)
-    if worker is None:
-        raise NotFound(f"no worker {worker_id!r}; register first", worker=worker_id)
     worker.last_heartbeat_at = now
     session.flush()
     return worker

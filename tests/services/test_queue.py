@@ -308,7 +308,6 @@ def test_workers_register_and_list(session: Session) -> None:
     workers.register_worker(session, "w2", at(5), host="gpu-2")
     workers.register_worker(session, "w1", at(1), host="gpu-1b")
     assert [w.id for w in workers.list_workers(session)] == ["w2", "w1"]
-    assert workers.worker_heartbeat(session, "w1", at(9)).last_heartbeat_at == at(9)
     assert session.get(Worker, "w1").host == "gpu-1b"  # type: ignore[union-attr]
 
 

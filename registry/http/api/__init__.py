@@ -1,16 +1,11 @@
-"""The JSON API blueprint under /api/v1: parse -> service -> serialise; no SQL, no commit."""
+"""The JSON API under /api/v1: parse -> service -> serialise; no SQL, no commit.
+
+Importing this package imports every route module, so ``bp`` carries all the routes.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from registry.http.api import configs, meta, runs
+from registry.http.api.blueprint import bp
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-# Route modules register their views on ``bp`` when imported.
-from registry.http.api import configs as _configs  # noqa: E402,F401
-from registry.http.api import meta as _meta  # noqa: E402,F401
-
-try:  # the runs routes arrive with the queue
-    from registry.http.api import runs as _runs  # noqa: E402,F401
-except ImportError:  # pragma: no cover - only while the queue is being built
-    pass
+__all__ = ["bp", "configs", "meta", "runs"]

@@ -8,7 +8,7 @@ from flask import Response, g, jsonify, request
 
 from registry.document import spec
 from registry.errors import InvalidInput
-from registry.http.api import bp
+from registry.http.api.blueprint import bp
 from registry.http.api.body import current_user, document_of, json_body
 from registry.http.api.guard import requires
 from registry.http.api.schemas import (

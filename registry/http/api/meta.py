@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, jsonify
 
 from registry.document import fields, presets, spec
-from registry.http.api import bp
+from registry.http.api.blueprint import bp
 from registry.http.api.body import document_of, json_body
 from registry.http.api.guard import requires
 from registry.http.api.schemas import (

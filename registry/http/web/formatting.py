@@ -6,7 +6,9 @@ import datetime as dt
 import math
 from typing import Any
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+from registry.models import RUN_STATUSES
+
+STATUSES = RUN_STATUSES
 
 
 def when(value: dt.datetime | None) -> str:

@@ -41,10 +41,7 @@ def install(app: Flask) -> None:
         # The token lives as long as the signed-in session; a form left open an hour still works.
         WTF_CSRF_TIME_LIMIT=None,
     )
-    csrf = CSRFProtect(app)
-    from registry.http.api import bp as api_bp
-
-    csrf.exempt(api_bp)  # bearer tokens, not cookies: no ambient authority to forge
+    CSRFProtect(app)  # create_app exempts the bearer-token API (no cookies, nothing to forge)
     app.after_request(_security_headers)
     app.register_error_handler(CSRFError, _csrf_refused)
     _template_helpers(app)

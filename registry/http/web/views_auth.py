@@ -8,7 +8,7 @@ from flask import g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from registry.errors import RegistryError, Unauthorized
-from registry.http.web import bp
+from registry.http.web.blueprint import bp
 from registry.http.web.signin import WEB_ROLES, current_viewer, safe_next, sign_in, sign_out
 from registry.services.auth import authenticate
 from registry.services.users import authenticate_user

@@ -7,7 +7,8 @@ from typing import Any
 from flask import g, jsonify, redirect, render_template, request, url_for
 
 from registry.errors import RegistryError
-from registry.http.web import bp, configform
+from registry.http.web import configform
+from registry.http.web.blueprint import bp
 from registry.http.web.editing import checked_from_request, issue_map, start_choices, start_document
 from registry.http.web.signin import current_viewer, requires
 from registry.services import configs, summaries

@@ -8,7 +8,7 @@ from flask import Response, g, redirect, render_template, request, url_for
 
 from registry.document import spec
 from registry.errors import BadRequest, RegistryError
-from registry.http.web import bp
+from registry.http.web.blueprint import bp
 from registry.http.web.signin import current_viewer, requires
 from registry.models import RUN_KINDS
 from registry.services import configs, queue, summaries

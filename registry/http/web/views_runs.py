@@ -8,7 +8,7 @@ from flask import g, redirect, render_template, request, url_for
 
 from registry.errors import BadRequest, FilterParseError
 from registry.http import context
-from registry.http.web import bp
+from registry.http.web.blueprint import bp
 from registry.http.web.history import mlflow_link, read_history
 from registry.http.web.runinfo import (
     config_differences,
@@ -19,7 +19,7 @@ from registry.http.web.runinfo import (
     run_chart,
 )
 from registry.http.web.signin import current_viewer, requires
-from registry.models import Run
+from registry.models import ACTIVE_STATUSES, Run
 from registry.query import search as query
 from registry.services import queue
 
@@ -90,7 +90,7 @@ def run_detail(run_id: int) -> Any:
         loss_chart=run_chart(history),
         history=history,
         mlflow_url=mlflow_link(settings.mlflow_ui_url, history, run.mlflow_run_id),
-        active=run.status in ("queued", "running"),
+        active=run.status in ACTIVE_STATUSES,
     )
 
 

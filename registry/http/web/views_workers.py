@@ -7,7 +7,7 @@ from typing import Any
 from flask import g, render_template
 
 from registry.http import context
-from registry.http.web import bp
+from registry.http.web.blueprint import bp
 from registry.http.web.signin import requires
 from registry.services import queue, summaries
 
