@@ -21,11 +21,11 @@ import torch
 from registry.document.spec import normalize
 from worker import data
 from worker.evaluation import causal_lm_loss
+from worker.model import build_model
 from worker.tokenizer import ByteTokenizer
 from worker.tracking import MlflowTracker
 from worker.training import (
     TrainParams,
-    build_model,
     build_optimizer,
     build_scheduler,
     seed_everything,

@@ -25,6 +25,7 @@ import torch
 
 from worker import data as corpus
 from worker.evaluation import PROMPT_TOKENS, evaluate_loss, sample
+from worker.model import build_model
 from worker.provenance import collect
 from worker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 from worker.tracking import Tracker
@@ -35,7 +36,6 @@ from worker.training import (
     Stopped,
     TrainParams,
     autocast,
-    build_model,
     peak_memory_mb,
     seed_everything,
     train,

@@ -13,10 +13,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+from registry.document.architecture import BOS_ID, BYTE_VOCAB_SIZE, EOS_ID, PAD_ID
+
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
-BYTE_OFFSET = 3
-BYTE_VOCAB_SIZE = 256 + BYTE_OFFSET
+BYTE_OFFSET = 3  # the specials come first: byte b is token b + 3
 META_FILE = "registry_tokenizer.json"
 BPE_FILE = "tokenizer.json"
 

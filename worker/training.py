@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from registry.document.estimate import warmup_steps
 from worker.data import Splits, eval_batches, get_batch
 from worker.evaluation import causal_lm_loss, evaluate_loss
 from worker.tracking import Tracker
@@ -68,10 +69,7 @@ class TrainParams:
         """Read a normalised config document."""
         t, d = doc["training"], doc["data"]
         steps = int(t["num_training_steps"])
-        if t.get("num_warmup_steps") is not None:
-            warmup = int(t["num_warmup_steps"])
-        else:
-            warmup = round(float(t.get("warmup_ratio") or 0.0) * steps)
+        warmup = warmup_steps(dict(doc))  # the estimate's and the form's number, exactly
         return cls(
             learning_rate=float(t["learning_rate"]),
             scheduler=t["scheduler"],
@@ -104,28 +102,6 @@ def seed_everything(seed: int, device: str) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def build_model(doc: Mapping[str, Any], vocab_size: int) -> Any:
-    """The transformers model the config describes, freshly initialised (nothing downloaded)."""
-    from transformers import DeepseekV2ForCausalLM, LlamaForCausalLM
-
-    from registry.document.architecture import build_config, model_type
-
-    config = build_config(dict(doc))
-    if config.vocab_size < vocab_size:
-        raise ValueError(
-            f"model.vocab_size {config.vocab_size} is smaller than the tokenizer's "
-            f"{vocab_size} tokens: set model.vocab_size >= {vocab_size} or null"
-        )
-    for name, value in (("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2)):
-        if getattr(config, name, None) is None:
-            setattr(config, name, value)
-    classes = {"deepseek_v2": DeepseekV2ForCausalLM, "llama": LlamaForCausalLM}
-    model = classes[model_type(dict(doc))](config)
-    if doc["training"]["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable()
-    return model
 
 
 def build_optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimizer:

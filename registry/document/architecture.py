@@ -1,7 +1,8 @@
 """How a normalised document becomes a transformers model: the one definition.
 
 The estimate counts the parameters of exactly this model and the worker builds it, so every
-derived size lives here. transformers is imported only inside :func:`build_config`.
+derived size lives here. Nothing here imports transformers: :mod:`worker.model` builds the
+model from these sizes.
 """
 
 from __future__ import annotations
@@ -104,21 +105,3 @@ def transformers_config_kwargs(doc: dict[str, Any]) -> dict[str, Any]:
             routed_scaling_factor=1.0,
         )
     return kwargs
-
-
-def build_config(doc: dict[str, Any]) -> Any:
-    """The transformers config object for a normalised document (imports transformers)."""
-    import transformers
-
-    cls = {
-        "deepseek_v2": transformers.DeepseekV2Config,
-        "llama": transformers.LlamaConfig,
-    }[model_type(doc)]
-    return cls(**transformers_config_kwargs(doc))
-
-
-def build_model(doc: dict[str, Any]) -> Any:
-    """A freshly initialised causal LM for the document (imports torch and transformers)."""
-    import transformers
-
-    return transformers.AutoModelForCausalLM.from_config(build_config(doc))

@@ -9,6 +9,7 @@ import pytest
 
 from registry.document import architecture, spec
 from registry.document.estimate import estimate, parameter_count, warmup_steps
+from worker.model import build_model
 
 CASES: dict[str, dict[str, Any]] = {
     "deepseek-tiny": {"model": {"model_dim": 64, "num_attention_heads": 8, "num_hidden_layers": 2}},
@@ -71,7 +72,7 @@ def test_parameter_count_is_exact(name: str, torch: Any) -> None:
     pytest.importorskip("transformers")
     doc = spec.normalize(CASES[name])
     torch.manual_seed(0)
-    model = architecture.build_model(doc)
+    model = build_model(doc)
     actual = sum(p.numel() for p in model.parameters())
     assert estimate(doc)["parameters"] == actual
     assert model.config.vocab_size == estimate(doc)["vocab_size"]
@@ -81,7 +82,7 @@ def test_parameter_count_is_exact(name: str, torch: Any) -> None:
 def test_the_tiny_model_runs_forward_and_backward(torch: Any) -> None:
     pytest.importorskip("transformers")
     doc = spec.normalize(CASES["deepseek-tiny"])
-    model = architecture.build_model(doc)
+    model = build_model(doc)
     ids = torch.randint(0, estimate(doc)["vocab_size"], (2, 16))
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
@@ -183,7 +184,7 @@ def test_deepseek_with_an_odd_head_dim_builds_and_trains(dim: int, heads: int, t
             "data": {"seq_len": 16},
         }
     )
-    model = architecture.build_model(doc)
+    model = build_model(doc)
     ids = torch.randint(0, 259, (2, 16))
     model(ids, labels=ids).loss.backward()
     assert sum(p.numel() for p in model.parameters()) == estimate(doc)["parameters"]

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,9 +17,10 @@ from tests.support.worker import make_job, splits_of, tiny_doc
 from worker import data
 from worker.execute import Stopped, execute
 from worker.failures import describe_error, is_out_of_memory
+from worker.model import build_model
 from worker.tokenizer import BpeTokenizer, ByteTokenizer, build_tokenizer, load_tokenizer
 from worker.tracking import NullTracker
-from worker.training import TrainParams, autocast, build_model, train
+from worker.training import TrainParams, autocast, train
 
 # -- data and tokenizers ---------------------------------------------------------------------
 
@@ -171,7 +173,8 @@ _SAME_SEED = """
 import json, torch
 from tests.support.worker import splits_of, tiny_doc
 from worker.tracking import NullTracker
-from worker.training import TrainParams, build_model, seed_everything, train
+from worker.model import build_model
+from worker.training import TrainParams, seed_everything, train
 doc = tiny_doc(training={"num_training_steps": 8, "eval_every_steps": 8})
 seed_everything(42, "cpu")
 model = build_model(doc, 259)
@@ -262,3 +265,21 @@ def test_out_of_memory_is_classified_with_remedies() -> None:
         "message": "bad",
         "traceback": "",
     }
+
+
+@pytest.mark.parametrize(
+    "training",
+    [
+        {"num_training_steps": 3, "warmup_ratio": 0.35},  # ceil(1.05) = 2; round() said 1
+        {"num_training_steps": 30, "warmup_ratio": 0.1},  # 3.0000000000000004 in binary
+        {"num_training_steps": 1000, "warmup_ratio": 0.0},
+        {"num_training_steps": 50, "warmup_ratio": None, "num_warmup_steps": 7},
+    ],
+)
+def test_worker_warms_up_for_the_steps_the_estimate_and_form_show(
+    training: dict[str, Any],
+) -> None:
+    from registry.document.estimate import estimate
+
+    doc = tiny_doc(training=training)
+    assert TrainParams.from_doc(doc).warmup_steps == estimate(doc)["warmup_steps"]
