@@ -29,18 +29,22 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 ## The whole test suite, on SQLite and PostgreSQL.
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+## ruff (lint and format), mypy and the import contracts (the architecture's arrows).
 lint: $(STAMP)
 	$(BIN)/ruff check registry worker tests benchmarks
+	$(BIN)/ruff format --check registry worker tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
+## Every benchmark; ARGS go to run_all (`make bench ARGS=--quick`, `ARGS=bench_pages.py`).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.run_all $(ARGS)
 
 clean:
 	rm -rf var test-output .pytest_cache
