@@ -8,7 +8,7 @@ text into data lives in :mod:`registry.document.parse` (``parse_document`` is re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 from pydantic import model_validator as _model_validator
@@ -287,8 +287,7 @@ class Document(_Section):
 
 
 SECTION_MODELS: dict[str, type[_Section]] = {
-    name: Document.model_fields[name].annotation
-    for name in SECTIONS  # type: ignore[misc]
+    name: cast(type[_Section], Document.model_fields[name].annotation) for name in SECTIONS
 }
 _TOP_LEVEL = ["schema_version", "task", *SECTIONS]
 
