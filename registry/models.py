@@ -247,9 +247,7 @@ class WebSession(Base):
     """A signed-in browser: the cookie holds a random secret, this row only its sha256."""
 
     __tablename__ = "web_sessions"
-    __table_args__ = (
-        CheckConstraint("(token_id IS NULL) <> (user_id IS NULL)", name="one_owner"),
-    )
+    __table_args__ = (CheckConstraint("(token_id IS NULL) <> (user_id IS NULL)", name="one_owner"),)
 
     id: Mapped[IntPK]
     secret_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
