@@ -108,6 +108,10 @@ def _install_error_handlers(app: Flask) -> None:
         body = {"error": err.description or err.name, "code": code}
         response = jsonify(body)
         response.status_code = err.code or 500
+        # The exception's own headers, such as a 405's Allow (RFC 9110 requires it).
+        for name, value in err.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         return response
 
     @app.errorhandler(Exception)

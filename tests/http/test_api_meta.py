@@ -8,7 +8,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from registry.document import fields, presets, spec
-from registry.http.openapi import API_PREFIX, UrlMapPlugin
+from registry.http.api.openapi import API_PREFIX, UrlMapPlugin
 
 API = "/api/v1"
 

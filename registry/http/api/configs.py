@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, g, jsonify, request
+from flask import Response, g, jsonify
 
 from registry.document import spec
-from registry.errors import InvalidInput
 from registry.http.api.blueprint import bp
-from registry.http.api.body import current_user, document_of, json_body
+from registry.http.api.body import current_user, document_of
 from registry.http.api.guard import requires
 from registry.http.api.schemas import (
     AddVersionRequest,
@@ -18,16 +17,16 @@ from registry.http.api.schemas import (
     ConfigList,
     CreateConfigRequest,
     DiffAnswer,
+    DiffQuery,
     VersionCreated,
     VersionDetail,
+    VersionQuery,
     VersionSummary,
+    accepts,
     dump,
-    parse_body,
 )
 from registry.models import Config, ConfigVersion
 from registry.services import configs as service
-
-_TRUE = ("1", "true", "yes", "on")
 
 
 def _created(added: service.Added) -> tuple[Response, int]:
@@ -83,7 +82,8 @@ def list_configs() -> Any:
 
 @bp.post("/configs")
 @requires("write")
-def create_config() -> Any:
+@accepts(body=CreateConfigRequest)
+def create_config(body: CreateConfigRequest) -> Any:
     """Create a config; the document becomes version 1.
     ---
     post:
@@ -104,7 +104,6 @@ def create_config() -> Any:
           description: the name is taken
           content: {application/json: {schema: Error}}
     """
-    body = parse_body(CreateConfigRequest, json_body())
     added = service.create_config(
         g.db,
         body.name,
@@ -145,7 +144,8 @@ def get_config(name: str) -> Any:
 
 @bp.post("/configs/<name>/versions")
 @requires("write")
-def add_version(name: str) -> Any:
+@accepts(body=AddVersionRequest)
+def add_version(name: str, body: AddVersionRequest) -> Any:
     """Add a version; an already stored document (same hash) is returned instead.
     ---
     post:
@@ -166,7 +166,6 @@ def add_version(name: str) -> Any:
           description: no such config
           content: {application/json: {schema: Error}}
     """
-    body = parse_body(AddVersionRequest, json_body())
     added = service.add_version(
         g.db,
         name,
@@ -180,7 +179,8 @@ def add_version(name: str) -> Any:
 
 @bp.get("/configs/<name>/versions/<ref>")
 @requires("read")
-def get_version(name: str, ref: str) -> Any:
+@accepts(params=VersionQuery)
+def get_version(name: str, ref: str, params: VersionQuery) -> Any:
     """One version (a number or `latest`); `?format=yaml|json` answers the bare document.
     ---
     get:
@@ -201,13 +201,10 @@ def get_version(name: str, ref: str) -> Any:
           content: {application/json: {schema: Error}}
     """
     row = service.resolve_version(g.db, name, ref)
-    fmt = request.args.get("format")
-    if fmt == "yaml":
+    if params.format == "yaml":
         return Response(spec.dump(row.document, "yaml"), mimetype="text/yaml")
-    if fmt == "json":
+    if params.format == "json":
         return jsonify(row.document)
-    if fmt is not None:
-        raise InvalidInput([{"field": "format", "message": "format is 'yaml' or 'json'"}])
     answer = VersionDetail(
         name=name,
         config=row.document,
@@ -219,7 +216,8 @@ def get_version(name: str, ref: str) -> Any:
 
 @bp.get("/configs/<name>/diff")
 @requires("read")
-def diff(name: str) -> Any:
+@accepts(params=DiffQuery)
+def diff(name: str, params: DiffQuery) -> Any:
     """The fields that differ between two versions.
     ---
     get:
@@ -239,9 +237,9 @@ def diff(name: str) -> Any:
     result = service.diff_versions(
         g.db,
         name,
-        request.args.get("from"),
-        request.args.get("to"),
-        all_fields=request.args.get("all", "").lower() in _TRUE,
+        params.from_,
+        params.to,
+        all_fields=params.all,
     )
     answer = DiffAnswer.model_validate(
         {

@@ -8,15 +8,16 @@ from flask import current_app, jsonify
 
 from registry.document import fields, presets, spec
 from registry.http.api.blueprint import bp
-from registry.http.api.body import document_of, json_body
+from registry.http.api.body import document_of
 from registry.http.api.guard import requires
+from registry.http.api.openapi import openapi_document
 from registry.http.api.schemas import (
     Health,
     PresetList,
     PresetSummary,
     ValidateRequest,
+    accepts,
     dump,
-    parse_body,
 )
 
 
@@ -74,22 +75,17 @@ def get_preset(name: str) -> Any:
 
 @bp.post("/validate")
 @requires("read")
-def validate() -> Any:
+@accepts(body=ValidateRequest)
+def validate(body: ValidateRequest) -> Any:
     """Validate a document without storing it; an invalid one is still a 200.
     ---
     post:
       summary: Validate a config document
-      requestBody:
-        required: true
-        content:
-          application/json: {schema: ValidateRequest}
-          application/yaml: {schema: ValidateRequest}
       responses:
         200:
           description: errors, warnings, the normalised document, its hash and the estimate
           content: {application/json: {schema: ValidationAnswer}}
     """
-    body = parse_body(ValidateRequest, json_body())
     return jsonify(spec.validate(document_of(body.config)).to_dict())
 
 
@@ -120,6 +116,4 @@ def openapi() -> Any:
           description: an OpenAPI 3.1 document
           content: {application/json: {schema: {type: object}}}
     """
-    from registry.http.openapi import openapi_document
-
     return jsonify(openapi_document(current_app))

@@ -1,16 +1,38 @@
-"""Request and response bodies of the JSON API as pydantic models (also the OpenAPI schemas)."""
+"""Request and response bodies of the JSON API as pydantic models (also the OpenAPI schemas).
+
+A view names the models it reads with :func:`accepts`; the decorator parses the body and the
+query string with them and hands the view the parsed objects, and ``registry.http.api.openapi``
+reads the same models off the view, so what is documented is what is parsed.
+Run and worker models live in ``registry.http.api.run_schemas``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, TypeVar
+import functools
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from flask import request
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from werkzeug.datastructures import MultiDict
 
-from registry.errors import InvalidInput
+from registry.document.parse import check_text
+from registry.errors import BadRequest, InvalidInput
+from registry.http.api.body import json_body
+from registry.http.params import FreeText, ascii_digits
 from registry.services.configs import NAME_PATTERN
 
 M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: A config document, or a string holding one as YAML or JSON text.
 DocumentField = Annotated[
@@ -26,6 +48,90 @@ class Body(BaseModel):
     """A request body: unknown fields and wrong types are errors, nothing is coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Query-string parameters: text read as each field's type; unknown names are ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    #: The status of an invalid parameter (422 where a route has always answered that).
+    invalid_status: ClassVar[int] = 400
+
+
+Q = TypeVar("Q", bound=Query)
+
+
+def _whole_number(value: Any) -> Any:
+    if isinstance(value, str) and not ascii_digits(value):
+        raise ValueError(f"a whole number is ASCII digits; got {value!r}")
+    return value
+
+
+#: An integer query parameter: ASCII digits only (no sign, spaces, ``_`` or ``5.0``).
+QueryInt = Annotated[int, BeforeValidator(_whole_number)]
+
+
+def _issues(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def parse_body(model: type[M], data: dict[str, Any]) -> M:
+    """``data`` as ``model``; InvalidInput naming each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(_issues(exc)) from None
+
+
+@cache
+def _list_fields(model: type[Query]) -> frozenset[str]:
+    """The parameters of ``model`` that take every value of a repeated name."""
+    properties = model.model_json_schema(mode="validation")["properties"]
+    return frozenset(name for name, prop in properties.items() if prop.get("type") == "array")
+
+
+def parse_query(model: type[Q], args: MultiDict[str, str]) -> Q:
+    """The query string as ``model``: the first value of a repeated name, or all of them for a
+    list field; 400 (or the model's ``invalid_status``) naming the field."""
+    lists = _list_fields(model)
+    data: dict[str, Any] = {k: args.getlist(k) if k in lists else args[k] for k in args}
+    check_text(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = _issues(exc)
+        if model.invalid_status == 422:
+            raise InvalidInput(errors) from None
+        first = errors[0]
+        message = f"bad parameter {first['field']}: {first['message']}"
+        raise BadRequest(message, field=first["field"], errors=errors) from None
+
+
+def accepts(
+    *, body: type[Body] | None = None, params: type[Query] | None = None
+) -> Callable[[F], F]:
+    """Parse the request body (JSON or YAML) with ``body`` and the query string with ``params``;
+    the view gets them as ``body=`` and ``params=``. Put it below ``@requires``, so that the
+    caller is checked first."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if params is not None:
+                kwargs["params"] = parse_query(params, request.args)
+            if body is not None:
+                kwargs["body"] = parse_body(body, json_body())
+            return view(*args, **kwargs)
+
+        wrapper.body_model = body  # type: ignore[attr-defined]
+        wrapper.params_model = params  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class ValidateRequest(Body):
@@ -45,27 +151,35 @@ class CreateConfigRequest(ValidateRequest):
     """``POST /configs``."""
 
     name: str = Field(pattern=f"^{NAME_PATTERN}$", max_length=200)
-    description: str | None = Field(default=None, max_length=10_000)
-    message: str | None = Field(default=None, max_length=10_000)
+    description: FreeText | None = None
+    message: FreeText | None = None
 
 
 class AddVersionRequest(ValidateRequest):
     """``POST /configs/<name>/versions``."""
 
-    message: str | None = Field(default=None, max_length=10_000)
+    message: FreeText | None = None
     parent_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
-def parse_body(model: type[M], data: dict[str, Any]) -> M:
-    """``data`` as ``model``; InvalidInput naming each bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
-        raise InvalidInput(errors) from None
+class VersionQuery(Query):
+    """``GET /configs/<name>/versions/<ref>``."""
+
+    invalid_status: ClassVar[int] = 422
+
+    format: Literal["yaml", "json"] | None = Field(
+        default=None, description="answer the bare document as YAML (text/yaml) or JSON"
+    )
+
+
+class DiffQuery(Query):
+    """``GET /configs/<name>/diff``."""
+
+    from_: str | None = Field(
+        default=None, max_length=20, alias="from", description="a version (default: to - 1)"
+    )
+    to: str | None = Field(default=None, max_length=20, description="a version (default: latest)")
+    all: bool = Field(default=False, description="true lists every field, changed or not")
 
 
 class Answer(BaseModel):
@@ -87,14 +201,17 @@ class Error(Answer):
     error: str
     code: str
     errors: list[Issue] | None = None
+    field: str | None = None
     line: int | None = None
     column: int | None = None
+    position: int | None = None
+    retry_after: int | None = None
 
 
 class Health(Answer):
     """``GET /health``."""
 
-    status: str
+    status: Literal["ok"]
 
 
 class PresetSummary(Answer):
@@ -196,23 +313,6 @@ class DiffAnswer(Answer):
     from_: int = Field(alias="from")
     to: int
     changes: list[Change]
-
-
-#: Every model the OpenAPI document names as a component.
-COMPONENTS: tuple[type[BaseModel], ...] = (
-    ValidateRequest,
-    CreateConfigRequest,
-    AddVersionRequest,
-    Error,
-    Health,
-    PresetList,
-    ValidationAnswer,
-    VersionCreated,
-    ConfigList,
-    ConfigDetail,
-    VersionDetail,
-    DiffAnswer,
-)
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
