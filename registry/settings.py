@@ -20,6 +20,16 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
+def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """The whole number in ``env[name]`` (``default`` when unset); ValueError naming it."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}; got {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about the service, the clients and the worker."""
@@ -36,6 +46,14 @@ class Settings:
     secure_cookies: bool = True
     #: Base URL of the MLflow UI, for links from run pages (None: no links).
     mlflow_ui_url: str | None = None
+    #: Sign-in throttling: failed sign-ins (web form) per account, and per client address, in
+    #: one window; failed bearer tokens (API) per client address in the same window.
+    signin_failures: int = 10
+    signin_address_failures: int = 50
+    bearer_failures: int = 100
+    signin_window_seconds: int = 900
+    #: How many reverse proxies in front append to X-Forwarded-For (0: use the peer address).
+    trusted_proxies: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -58,6 +76,15 @@ class Settings:
             secure_cookies=env.get("REGISTRY_INSECURE_COOKIES", "").lower()
             not in ("1", "true", "yes"),
             mlflow_ui_url=env.get("MLFLOW_UI_URL") or None,
+            signin_failures=_count(env, "REGISTRY_SIGNIN_FAILURES", cls.signin_failures),
+            signin_address_failures=_count(
+                env, "REGISTRY_SIGNIN_ADDRESS_FAILURES", cls.signin_address_failures
+            ),
+            bearer_failures=_count(env, "REGISTRY_BEARER_FAILURES", cls.bearer_failures),
+            signin_window_seconds=_count(
+                env, "REGISTRY_SIGNIN_WINDOW_SECONDS", cls.signin_window_seconds
+            ),
+            trusted_proxies=_count(env, "REGISTRY_TRUSTED_PROXIES", 0, minimum=0),
         )
 
     def with_(self, **changes: object) -> Settings:

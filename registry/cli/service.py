@@ -1,4 +1,4 @@
-"""The service side of ``registry``: ``db upgrade``, ``token create``, ``serve``."""
+"""The service side of ``registry``: ``db upgrade``, ``token create|revoke``, ``serve``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,23 @@ def token_create(name: str, role: str) -> None:
         engine.dispose()
     click.echo(f"created a {role} token named {name!r}; it is not shown again:")
     click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Revoke every live token named NAME and end its web sessions, from the next request on."""
+    from registry.db import make_engine, make_session_factory, transaction
+    from registry.services.auth import revoke_tokens
+
+    engine = make_engine(current_settings().database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            ids = revoke_tokens(session, name)
+    finally:
+        engine.dispose()
+    listed = ", ".join(str(i) for i in ids)
+    click.echo(f"revoked {len(ids)} token(s) named {name!r} (id {listed}) and their web sessions")
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""``registry user create|password``: web users ."""
+"""``registry user create|password|disable|enable``: web users."""
 
 from __future__ import annotations
 
@@ -51,3 +51,32 @@ def user_password(name: str, password: str | None) -> None:
     finally:
         engine.dispose()
     click.echo(f"password of {name!r} changed")
+
+
+@user.command("disable")
+@click.argument("name")
+def user_disable(name: str) -> None:
+    """Refuse NAME from the next request on and end every web session they opened."""
+    _set_disabled(name, True)
+    click.echo(f"user {name!r} disabled; their web sessions are ended")
+
+
+@user.command("enable")
+@click.argument("name")
+def user_enable(name: str) -> None:
+    """Let a disabled user sign in again."""
+    _set_disabled(name, False)
+    click.echo(f"user {name!r} enabled")
+
+
+def _set_disabled(name: str, disabled: bool) -> None:
+    from registry.cli.context import current_settings
+    from registry.db import make_engine, make_session_factory, transaction
+    from registry.services.users import set_disabled
+
+    engine = make_engine(current_settings().database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            set_disabled(session, name, disabled)
+    finally:
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 
@@ -9,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.db import utcnow
-from registry.errors import BadRequest, Forbidden, Unauthorized
+from registry.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from registry.models import ROLES, Token
+from registry.services.websessions import end_sessions_of
 
 #: What each role may do, by capability.
 CAPABILITIES: dict[str, frozenset[str]] = {
@@ -51,6 +53,22 @@ def authenticate(session: Session, secret: str | None) -> Token:
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         token.last_used_at = now
     return token
+
+
+def revoke_tokens(session: Session, name: str, now: dt.datetime | None = None) -> list[int]:
+    """Revoke every live token named ``name`` and end its web sessions; return their ids."""
+    now = now or utcnow()
+    tokens = session.scalars(
+        select(Token).where(Token.name == name, Token.revoked_at.is_(None)).order_by(Token.id)
+    ).all()
+    if not tokens:
+        raise NotFound(f"no live token named {name!r}", field="name")
+    for token in tokens:
+        token.revoked_at = now
+    ids = [token.id for token in tokens]
+    end_sessions_of(session, now, token_ids=ids)
+    session.flush()
+    return ids
 
 
 def check_capability(token: Token, capability: str) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from registry.db import utcnow
-from registry.errors import BadRequest, Conflict, Unauthorized
+from registry.errors import BadRequest, Conflict, NotFound, Unauthorized
 from registry.models import ROLES, User
+from registry.services.websessions import end_sessions_of
 
 MIN_PASSWORD = 8
 #: Checked against when the name is unknown, so both failures take the same time.
@@ -49,13 +52,36 @@ def get_active_user(session: Session, user_id: int) -> User | None:
     return user if user is not None and user.disabled_at is None else None
 
 
-def set_password(session: Session, name: str, password: str) -> User:
-    """Replace ``name``'s password."""
+def set_password(
+    session: Session, name: str, password: str, now: dt.datetime | None = None
+) -> User:
+    """Replace ``name``'s password and end every web session the old one opened."""
     if len(password) < MIN_PASSWORD:
         raise BadRequest(f"a password has at least {MIN_PASSWORD} characters", field="password")
+    user = _named(session, name)
+    user.password_hash = generate_password_hash(password)
+    end_sessions_of(session, now or utcnow(), user_ids=[user.id])
+    session.flush()
+    return user
+
+
+def set_disabled(
+    session: Session, name: str, disabled: bool = True, now: dt.datetime | None = None
+) -> User:
+    """Disable ``name`` (refused from the next request on, every web session ended) or enable."""
+    user = _named(session, name)
+    now = now or utcnow()
+    if disabled:
+        user.disabled_at = user.disabled_at or now
+        end_sessions_of(session, now, user_ids=[user.id])
+    else:
+        user.disabled_at = None
+    session.flush()
+    return user
+
+
+def _named(session: Session, name: str) -> User:
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
-        raise BadRequest(f"no user {name!r}", field="name")
-    user.password_hash = generate_password_hash(password)
-    session.flush()
+        raise NotFound(f"no user {name!r}", field="name")
     return user

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 
@@ -9,12 +10,15 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 from werkzeug.routing import Rule
+from werkzeug.routing.converters import NumberConverter
 
 from registry.db import make_session_factory, utcnow
-from registry.errors import BadRequest
-from registry.models import Token
-from registry.services.auth import CAPABILITIES, create_token, hash_token
+from registry.errors import BadRequest, NotFound
+from registry.models import Token, WebSession
+from registry.services import websessions
+from registry.services.auth import CAPABILITIES, create_token, hash_token, revoke_tokens
 
 API = "/api/v1"
 ROLES = ("admin", "submitter", "viewer", "worker")
@@ -35,8 +39,8 @@ def _url(rule: Rule) -> str:
     """The rule with 1 for its integer arguments and ``x`` for the others."""
 
     def value(match: re.Match[str]) -> str:
-        converter = type(rule._converters[match.group(1)]).__name__
-        return "1" if converter in ("IntegerConverter", "NumberConverter") else "x"
+        numeric = isinstance(rule._converters[match.group(1)], NumberConverter)
+        return "1" if numeric else "x"
 
     return re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", value, rule.rule)
 
@@ -106,3 +110,20 @@ def test_create_token_checks_role_and_name(engine: Engine) -> None:
             create_token(s, "", "viewer")
         secret = create_token(s, "ok", "viewer")
         assert secret.startswith("cr_") and len(secret) > 40
+
+
+def test_revoke_tokens_ends_their_web_sessions(session: Session) -> None:
+    now, hour = utcnow(), dt.timedelta(hours=1)
+    for name in ("ci", "ci", "other"):
+        create_token(session, name, "viewer")
+    rows = session.scalars(select(Token).order_by(Token.id)).all()
+    opened = [
+        websessions.open_session(session, now=now, lifetime=hour, token_id=t.id) for t in rows
+    ]
+    assert revoke_tokens(session, "ci", now) == [rows[0].id, rows[1].id]
+    live = [websessions.live_session(session, secret, now) is not None for secret in opened]
+    assert live == [False, False, True]
+    ended = select(WebSession.ended_at).where(WebSession.token_id == rows[0].id)
+    assert session.scalar(ended) == now
+    with pytest.raises(NotFound):
+        revoke_tokens(session, "ci", now)  # none of that name is live any more

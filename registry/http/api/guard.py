@@ -8,7 +8,11 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
+from registry.errors import Unauthorized
+from registry.http import throttling
+from registry.models import Token
 from registry.services.auth import authenticate, bearer, check_capability
+from registry.services.throttle import Throttled
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -19,7 +23,10 @@ def requires(capability: str) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = authenticate(g.db, bearer(request.headers.get("Authorization")))
+            try:
+                token = _authenticated()
+            except Throttled as err:
+                return throttling.json_answer(err)
             check_capability(token, capability)
             g.token = token
             return view(*args, **kwargs)
@@ -28,3 +35,22 @@ def requires(capability: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _authenticated() -> Token:
+    """The caller's live token; a bad one is counted, and past the limit answered 429.
+
+    A valid token is never refused: tokens are 256-bit random secrets that no rate of guessing
+    can find, so refusing them would only let anyone sharing an address (a NAT, a proxy) lock
+    out every worker behind it. The throttle slows and flags clients that send bad tokens.
+    """
+    secret = bearer(request.headers.get("Authorization"))
+    try:
+        return authenticate(g.db, secret)
+    except Unauthorized:
+        if secret is None:
+            raise  # no credentials at all: nothing guessed, nothing to count
+        counters = [(throttling.rules().bearer_address, throttling.client_address())]
+        throttling.check(counters)
+        throttling.record_failure(counters)
+        raise

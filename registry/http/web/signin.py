@@ -1,4 +1,6 @@
-"""Who is signed in: the session names a token or a user by id, re-checked on each request."""
+"""Who is signed in: the cookie holds a web session's secret; its row, token and user are
+re-checked on each request, so sign-out, a password change, a revoked token or a disabled
+user end the session from the next request on (``registry.services.websessions``)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import abort, g, redirect, request, session, url_for
+from flask import abort, current_app, g, redirect, request, session, url_for
 
+from registry.http.clock import now
 from registry.models import Token
+from registry.services import websessions
 from registry.services.auth import CAPABILITIES
 from registry.services.users import get_active_user
 
@@ -34,37 +38,53 @@ class Viewer:
 
 
 def sign_in(kind: str, ident: int) -> None:
-    """Start a fresh session for a token or user (a new session id: no fixation)."""
+    """Start a fresh session for a token or user (a new secret and cookie: no fixation)."""
+    end_current_session()
     session.clear()
-    session["who"] = {"kind": kind, "id": ident}
+    owner = {"token_id": ident} if kind == "token" else {"user_id": ident}
+    secret = websessions.open_session(
+        g.db, now=now(), lifetime=current_app.permanent_session_lifetime, **owner
+    )
+    session["sid"] = secret
     session.permanent = True
+    g.pop("viewer", None)
 
 
 def sign_out() -> None:
-    """Forget who is signed in."""
+    """End this browser's session (the row too: a copied cookie stops working)."""
+    end_current_session()
     session.clear()
+    g.viewer = None
+
+
+def end_current_session() -> None:
+    """End the session row the cookie names, if any."""
+    secret = session.get("sid")
+    if isinstance(secret, str):
+        websessions.end_session(g.db, secret, now())
 
 
 def current_viewer() -> Viewer | None:
-    """The signed-in viewer, loaded once per request; None when nobody (or revoked)."""
+    """The signed-in viewer, loaded once per request; None when nobody (or no longer allowed)."""
     if "viewer" in g:
         return g.viewer  # type: ignore[no-any-return]
-    g.viewer = _load(session.get("who"))
+    g.viewer = _load(session.get("sid"))
     return g.viewer  # type: ignore[no-any-return]
 
 
-def _load(who: Any) -> Viewer | None:
-    if not isinstance(who, dict) or not isinstance(who.get("id"), int):
+def _load(secret: Any) -> Viewer | None:
+    if not isinstance(secret, str):
         return None
-    if who.get("kind") == "token":
-        token = g.db.get(Token, who["id"])
+    row = websessions.live_session(g.db, secret, now())
+    if row is None:
+        return None
+    if row.token_id is not None:
+        token = g.db.get(Token, row.token_id)
         if token is None or token.revoked_at is not None or token.role not in WEB_ROLES:
             return None
         return Viewer("token", token.id, token.name, token.role)
-    if who.get("kind") == "user":
-        user = get_active_user(g.db, who["id"])
-        return Viewer("user", user.id, user.name, user.role) if user else None
-    return None
+    user = get_active_user(g.db, row.user_id) if row.user_id is not None else None
+    return Viewer("user", user.id, user.name, user.role) if user else None
 
 
 def safe_next(target: str | None) -> str | None:
