@@ -63,9 +63,6 @@ def get_preset(name: str) -> Any:
     get:
       summary: Read a preset's config document
       responses:
-        200:
-          description: the preset's full, normalised config document (see GET /schema)
-          content: {application/json: {schema: {type: object}}}
         404:
           description: no such preset
           content: {application/json: {schema: Error}}

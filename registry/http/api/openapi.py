@@ -18,6 +18,7 @@ Every model of ``schemas`` and ``run_schemas`` is a component; errors all share 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -30,11 +31,12 @@ from pydantic.json_schema import models_json_schema
 from werkzeug.routing import Rule
 from werkzeug.routing.converters import NumberConverter
 
+from registry.document import fields
 from registry.http.api import run_schemas, schemas
+from registry.http.api.schemas import REF
 from registry.services.auth import CAPABILITIES
 
 API_PREFIX = "/api/v1"
-REF = "#/components/schemas/{model}"
 _METHODS = ("get", "post", "put", "patch", "delete")
 _WRITES = ("write", "work", "admin")
 _BODY_TYPES = ("application/json", "application/yaml")
@@ -139,15 +141,29 @@ def _document(op: dict[str, Any], method: str, view: Any, rule: Rule) -> None:
 
 
 def _documented_answers(responses: dict[str, Any], endpoint: str) -> None:
-    """The route's own answers from ``ANSWERS`` (run and worker routes)."""
-    for code, (model, description) in run_schemas.ANSWERS.get(endpoint, {}).items():
+    """The route's own answers from the ``ANSWERS`` tables; their JSON schema is the code's
+    word, over a docstring's (whose other content types stay)."""
+    table = {**schemas.ANSWERS.get(endpoint, {}), **run_schemas.ANSWERS.get(endpoint, {})}
+    for code, (schema, description) in table.items():
+        answer = responses.setdefault(str(code), {"description": description})
         if code == 204:
-            answer: dict[str, Any] = {"description": description}
-        elif model is None:
-            answer = _error(description)
-        else:
-            answer = {"description": description, "content": _json(model)}
-        responses.setdefault(str(code), answer)
+            continue
+        for ctype, one in _by_content_type(schema).items():
+            answer.setdefault("content", {})[ctype] = {"schema": _schema(one)}
+
+
+def _by_content_type(schema: Any) -> dict[str, Any]:
+    """``schema`` per content type: as it is when it names them (``{"text/yaml": ...}``)."""
+    if isinstance(schema, dict) and schema and all("/" in key for key in schema):
+        return schema
+    return {"application/json": schema}
+
+
+def _schema(schema: type[BaseModel] | dict[str, Any] | None) -> dict[str, Any]:
+    """A model as its reference (None: the error shape); a JSON Schema as it is."""
+    if isinstance(schema, dict):
+        return schema
+    return {"$ref": _ref(schema or schemas.Error)}
 
 
 def _derived_answers(
@@ -267,11 +283,22 @@ def _register_components(spec: APISpec) -> None:
     _, top = models_json_schema(
         [(model, "validation") for model in _models(schemas, run_schemas)], ref_template=REF
     )
-    for name, schema in sorted(top.get("$defs", {}).items()):
+    for name, schema in sorted({**top.get("$defs", {}), **_document_schemas()}.items()):
         spec.components.schema(name, schema)
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "an API token"}
     )
+
+
+def _document_schemas() -> dict[str, Any]:
+    """The config document's JSON Schema as components: ``ConfigDocument`` and its sections."""
+    schema = fields.json_schema()
+    text = json.dumps(schema).replace('"#/$defs/', '"' + REF.format(model=""))
+    root = json.loads(text)
+    defs = root.pop("$defs", {})
+    for key in ("$schema", "$id"):
+        root.pop(key, None)
+    return {**defs, "ConfigDocument": root}
 
 
 def build_spec(app: Flask) -> APISpec:

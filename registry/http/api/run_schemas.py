@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from registry.http.api.schemas import Answer, Body, Query, QueryInt
+from registry.http.api.schemas import Answer, Answers, Body, Document, Query, QueryInt
 from registry.models import RUN_KINDS, RUN_STATUSES
 from registry.query.search import MAX_LIMIT
 
@@ -149,7 +149,7 @@ class ClaimAnswer(Answer):
     """``POST /workers/claim``: the run, its normalised document and the claim's lease."""
 
     run: RunAnswer
-    config: dict[str, Any]
+    config: Document
     lease: str = Field(description="opaque; carry it back unchanged on heartbeat/complete/release")
     lease_seconds: int
     from_run: RunAnswer | None
@@ -180,9 +180,6 @@ class WorkerList(Answer):
 
     workers: list[WorkerAnswer]
 
-
-#: status -> (the answer's model, None for no body), and what it means.
-Answers = dict[int, tuple[type[BaseModel] | None, str]]
 
 ANSWERS: dict[str, Answers] = {
     "api.create_run": {

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 from werkzeug.datastructures import MultiDict
@@ -34,12 +35,22 @@ from registry.services.configs import NAME_PATTERN
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Where the OpenAPI document keeps its schemas; the config document's is ``ConfigDocument``
+#: (the JSON Schema that ``GET /schema`` answers).
+REF = "#/components/schemas/{model}"
+DOCUMENT_REF = REF.format(model="ConfigDocument")
+
+#: A normalised config document, as answers carry it (``allOf``: pydantic would resolve a
+#: bare ``$ref`` itself).
+Document = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": DOCUMENT_REF}]})]
+
 #: A config document, or a string holding one as YAML or JSON text.
 DocumentField = Annotated[
     Any,
     Field(
-        description="the config document, or a string of YAML/JSON text holding it",
-        json_schema_extra={"anyOf": [{"type": "object"}, {"type": "string"}]},
+        description="the config document (its JSON Schema: GET /schema), or a string of "
+        "YAML/JSON text holding it; an invalid one is answered with the fields that are wrong",
+        json_schema_extra={"anyOf": [{"$ref": DOCUMENT_REF}, {"type": "string"}]},
     ),
 ]
 
@@ -172,13 +183,21 @@ class VersionQuery(Query):
     )
 
 
+#: A version as a query parameter: its number or ``latest``.
+VERSION_REF = "^([0-9]{1,10}|latest)$"
+
+
 class DiffQuery(Query):
     """``GET /configs/<name>/diff``."""
 
+    invalid_status: ClassVar[int] = 422  # as for a bad version in the path
+
     from_: str | None = Field(
-        default=None, max_length=20, alias="from", description="a version (default: to - 1)"
+        default=None, pattern=VERSION_REF, alias="from", description="a version (default: to - 1)"
     )
-    to: str | None = Field(default=None, max_length=20, description="a version (default: latest)")
+    to: str | None = Field(
+        default=None, pattern=VERSION_REF, description="a version (default: latest)"
+    )
     all: bool = Field(default=False, description="true lists every field, changed or not")
 
 
@@ -234,7 +253,7 @@ class ValidationAnswer(Answer):
     valid: bool
     errors: list[Issue]
     warnings: list[Issue]
-    normalized: dict[str, Any] | None
+    normalized: Document | None
     hash: str | None
     estimate: dict[str, Any] | None
 
@@ -294,7 +313,7 @@ class VersionDetail(VersionSummary):
     """``GET /configs/<name>/versions/<v>``."""
 
     name: str
-    config: dict[str, Any]
+    config: Document
     warnings: list[Issue]
 
 
@@ -313,6 +332,27 @@ class DiffAnswer(Answer):
     from_: int = Field(alias="from")
     to: int
     changes: list[Change]
+
+
+#: status -> (the answer's model or JSON Schema, or one per content type; None for the error
+#: shape), and what the answer means.
+Answers = dict[int, tuple[type[BaseModel] | dict[str, Any] | None, str]]
+
+#: Config and meta answers the routes' docstrings cannot say (the docstrings say the rest).
+ANSWERS: dict[str, Answers] = {
+    "api.get_version": {
+        200: (
+            {
+                "application/json": {
+                    "anyOf": [{"$ref": REF.format(model="VersionDetail")}, {"$ref": DOCUMENT_REF}]
+                },
+                "text/yaml": {"$ref": DOCUMENT_REF},
+            },
+            "the version; with ?format=json its bare document, with ?format=yaml that as YAML",
+        )
+    },
+    "api.get_preset": {200: ({"$ref": DOCUMENT_REF}, "the preset's full, normalised document")},
+}
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
