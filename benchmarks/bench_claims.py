@@ -22,6 +22,8 @@ import argparse
 import multiprocessing as mp
 import os
 import re
+import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -161,7 +163,7 @@ def measure(
     for p in procs:
         p.join()
     elapsed = min(time.monotonic() - began, seconds)
-    return sum(counts) / elapsed
+    return sum(counts[:]) / elapsed
 
 
 def make_token(url: str, role: str) -> str:
@@ -181,7 +183,10 @@ def service(url: str, workers: int, log: Path, lease: int = 60) -> Iterator[str]
     base = f"http://127.0.0.1:{port}"
     settings = Settings(database_url=url, lease_seconds=lease)
     args = [str(BIN / "registry"), "serve", "--port", str(port), "--workers", str(workers)]
-    env = child_env(settings, base) | {"REGISTRY_LEASE_SECONDS": str(lease)}
+    env = child_env(settings, base) | {
+        "REGISTRY_LEASE_SECONDS": str(lease),
+        "REGISTRY_SECRET_KEY": secrets.token_urlsafe(48),
+    }
     child = spawn("registry serve", args, env, log)
     try:
         wait_healthy(child, f"{base}/api/v1/health", 60)
@@ -216,7 +221,9 @@ def bench_latency(url: str, runs: int, tmp: Path) -> None:
     with service(url, 2, tmp / "service-latency.log") as base:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {admin}"
-        preset = session.get(f"{base}/api/v1/presets/tiny-cpu", timeout=10).json()["config"]
+        answer = session.get(f"{base}/api/v1/presets/tiny-cpu", timeout=10)
+        answer.raise_for_status()
+        preset = answer.json()  # the preset's config document itself
         session.post(
             f"{base}/api/v1/configs", json={"name": "latency", "config": preset}, timeout=30
         ).raise_for_status()
@@ -277,7 +284,12 @@ def _wait_log(child: Child, log: Path, needle: str, timeout: float) -> str:
     raise RuntimeError(f"no {needle!r} in {log} after {timeout}s")
 
 
+def _stop_on_sigterm(_signum: int, _frame: Any) -> None:
+    raise SystemExit("terminated")  # so the servers, the worker and the database are cleaned up
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0)

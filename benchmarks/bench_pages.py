@@ -13,7 +13,9 @@ import argparse
 import datetime as dt
 import random
 import re
+import secrets
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ from registry.db import make_engine, make_session_factory, transaction, utcnow
 from registry.document import presets
 from registry.http.app import create_app
 from registry.models import Run
-from registry.services import configs, indexing, queue
+from registry.services import configs, indexing, workers
 from registry.services.auth import create_token
 from registry.settings import Settings
 
@@ -60,7 +62,7 @@ def fill(url: str, n_runs: int, n_configs: int = 50, seed: int = 0) -> dict[str,
                 else:
                     added = configs.add_version(s, f"config-{c:03d}", doc, message=f"v{v + 1}")
                 versions.append(added.version.id)
-        queue.register_worker(s, "bench-w", utcnow(), host="h", queues=["default"])
+        workers.register_worker(s, "bench-w", utcnow(), host="h", queues=["default"])
     now = utcnow()
     rows = []
     for i in range(n_runs):
@@ -100,6 +102,7 @@ def sign_in(client: Any, token: str) -> None:
     assert answer.status_code == 303, answer.status_code
 
 
+#: The pages timed; ``{middle}`` is a run id in the middle of the filled runs.
 PAGES = [
     "/configs",
     "/configs?q=config-04",
@@ -113,16 +116,21 @@ PAGES = [
     "/runs?filter=params.training.learning_rate+%3E+1.5e-4&order=created_at+DESC",
     "/runs?filter=config+%3D+%27config-001%27",
     "/runs?filter=status+%3D%3D+1",
-    "/runs/5000",
+    "/runs/{middle}",
     "/compare?run=100&run=200&run=300",
     "/workers",
 ]
 
 
-def time_pages(client: Any, repeat: int) -> list[tuple[str, float, float, int]]:
+#: What each page must answer (a page not named here: 200); anything else fails the run.
+EXPECTED_STATUS = {"/runs?filter=status+%3D%3D+1": 400}
+
+
+def time_pages(client: Any, repeat: int, n_runs: int) -> list[tuple[str, float, float, int]]:
     """(page, median ms, max ms, status) for each page, after one warm-up request."""
     out = []
-    for url in PAGES:
+    for page in PAGES:
+        url = page.format(middle=max(1, n_runs // 2))
         status = client.get(url).status_code
         times = []
         for _ in range(repeat):
@@ -133,7 +141,8 @@ def time_pages(client: Any, repeat: int) -> list[tuple[str, float, float, int]]:
     return out
 
 
-def main() -> None:
+def main() -> int:
+    """Fill, time and print; non-zero when a page answered other than it should."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=15)
@@ -147,19 +156,23 @@ def main() -> None:
         print(f"filled {args.runs} runs in {time.perf_counter() - started:.1f}s")
         settings = Settings(
             database_url=url,
-            secret_key="bench",
+            secret_key=secrets.token_urlsafe(48),
             secure_cookies=False,
             mlflow_tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}",
         )
         client = create_app(settings).test_client()
         sign_in(client, ids["token"])
-        results = time_pages(client, args.repeat)
+        results = time_pages(client, args.repeat, args.runs)
     width = max(len(u) for u, *_ in results)
     print(f"{'page':<{width}}  status  median ms  max ms")
     for url, median, worst, status in results:
         flag = "" if median < GOAL_MS else "  <-- over the goal"
         print(f"{url:<{width}}  {status:>6}  {median:>9.1f}  {worst:>6.1f}{flag}")
+    wrong = [(u, st) for u, _, _, st in results if st != EXPECTED_STATUS.get(u, 200)]
+    for u, st in wrong:
+        print(f"{u} answered {st}, expected {EXPECTED_STATUS.get(u, 200)}", file=sys.stderr)
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

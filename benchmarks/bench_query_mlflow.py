@@ -15,8 +15,8 @@
    and tag keys; a client run and a bulk run read back the same through get_run).
    Loading 100k runs through the client alone takes ~13-20 ms a run (half an hour here);
    --client-runs N does it anyway.
-4. Stores are cached under var/bench/ keyed by N (and the data and 0003 migration versions);
-   --reload rebuilds them.
+4. Stores are cached under var/bench/ (or $REGISTRY_BENCH_DIR) keyed by N (and the data and
+   0003 migration versions); --reload rebuilds them.
 5. Queries: ``registry serve`` on a free port against each database, a viewer token made with
    registry.auth.create_token, and ``GET /api/v1/runs?filter=&order_by=&limit=100`` over a
    keep-alive connection (timed to the decoded JSON), interleaved with
@@ -33,12 +33,14 @@ var/bench/query.json and prints the table.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
 import multiprocessing
 import os
 import random
+import secrets
 import signal
 import sqlite3
 import statistics
@@ -48,6 +50,7 @@ import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +69,10 @@ from benchmarks.common import (  # noqa: E402
     make_dataset,
 )
 
-VAR = ROOT / "var" / "bench"
+#: Where the stores are cached; REGISTRY_BENCH_DIR moves it (the smoke tests use a tmp folder).
+DEFAULT_VAR = ROOT / "var" / "bench"
+VAR = Path(os.environ.get("REGISTRY_BENCH_DIR") or DEFAULT_VAR)
+PG_STORE_PREFIX = "cr_bench_query_"
 PG_ADMIN_URL = os.environ.get(
     "REGISTRY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -427,7 +433,11 @@ def _bulk_mlflow(
     rng = random.Random(len(data.runs))
     cols = list(run_row)
     ins_run = f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    runs, tags, params, metrics, latest = [], [], [], [], []
+    runs: list[list[Any]] = []
+    tags: list[tuple[str, str, str]] = []
+    params: list[tuple[str, str, str]] = []
+    metrics: list[tuple[str, float, int, str, int]] = []
+    latest: list[tuple[str, float, int, int, str]] = []
 
     def flush() -> None:
         db.executemany(ins_run, runs)
@@ -520,8 +530,8 @@ def mlflow_ids(path: Path) -> dict[int, str]:
 
 def schema_key() -> str:
     """Changes when migration 0003 (the query index) changes: cached databases are rebuilt."""
-    text = (ROOT / "migrations" / "versions" / "0003_query_index.py").read_bytes()
-    return hashlib.sha256(text).hexdigest()[:8]
+    migration = resources.files("registry.migrations") / "versions" / "0003_query_index.py"
+    return hashlib.sha256(migration.read_bytes()).hexdigest()[:8]
 
 
 def ensure_mlflow(
@@ -556,12 +566,47 @@ def ensure_sqlite(
     return url, notes
 
 
+def _folder_key(folder: Path) -> str:
+    """'' for the checkout's var/bench, else a key of ``folder``: stores cached in different
+    folders (a test's, another checkout's) never share, nor drop, one PostgreSQL database."""
+    if folder.resolve() == DEFAULT_VAR.resolve():
+        return ""
+    return "_" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
+
+
+def postgres_store(n: int, folder: Path) -> str:
+    """The name of the PostgreSQL database that holds the ``n``-run store cached in ``folder``."""
+    return f"{PG_STORE_PREFIX}{n}_d{DATA_VERSION}_s{schema_key()}{_folder_key(folder)}"
+
+
+def drop_postgres_stores(folder: Path) -> list[str]:
+    """Drop every PostgreSQL store cached for ``folder`` (never those of var/bench); their names."""
+    from sqlalchemy import create_engine, text
+
+    key = _folder_key(folder)
+    if not key:
+        return []
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            names = [
+                name
+                for (name,) in conn.execute(text("SELECT datname FROM pg_database"))
+                if name.startswith(PG_STORE_PREFIX) and name.endswith(key)
+            ]
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+    return names
+
+
 def ensure_postgres(
     n: int, data: Dataset, ids: dict[int, str], args: argparse.Namespace, log: Callable
 ) -> tuple[str, dict]:
     from sqlalchemy import create_engine, text
 
-    name = f"cr_bench_query_{n}_d{DATA_VERSION}_s{schema_key()}"
+    name = postgres_store(n, VAR)
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     done = VAR / f"{name}.json"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -616,7 +661,11 @@ class Server:
         engine.dispose()
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        env = {"DATABASE_URL": url, "REGISTRY_LEASE_SECONDS": "86400"}
+        env = {
+            "DATABASE_URL": url,
+            "REGISTRY_LEASE_SECONDS": "86400",
+            "REGISTRY_SECRET_KEY": secrets.token_urlsafe(48),
+        }
         args = [
             str(BIN / "registry"),
             "serve",
@@ -650,7 +699,7 @@ class Server:
             params={
                 "filter": "metrics.val_loss < 0 OR params.model.model_dim IN (1, 2)",
                 "order_by": "metrics.val_loss",
-                "limit": 1,
+                "limit": "1",
             },
         )
         if answer.status_code != 200:
@@ -725,6 +774,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or reuse) the stores, time every query on each side; the result as JSON."""
     log = print
     t0 = time.perf_counter()
     data = make_dataset(args.runs)
@@ -739,80 +789,121 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pg_url, pg_notes = ensure_postgres(args.runs, data, ids, args, log)
     log(f"stores ready in {time.perf_counter() - t0:.0f}s")
 
-    servers = {"sqlite": Server(sqlite_url, VAR / "serve-sqlite.log")}
-    if pg_url:
-        servers["postgres"] = Server(pg_url, VAR / "serve-postgres.log")
-    mlflow = None if args.no_mlflow else MlflowSearcher(ml_path, args.mlflow_timeout)
-    rows: list[dict[str, Any]] = []
+    servers: dict[str, Server] = {}
+    mlflow = None
     try:
-        for s in servers.values():
-            s.check_filter_api()
-        print(
-            f"{'query':24s}{'matches':>8s}{'sqlite ms':>10s}"
-            + (f"{'pg ms':>10s}" if pg_url else "")
-            + f"{'mlflow ms':>10s}{'ratio':>10s}"
-        )
-        for q in QUERIES:
-            want, matches = expected(data, flat, q, args.limit)
-            row: dict[str, Any] = {
-                "query": q.name,
-                "filter": q.filter,
-                "order_by": q.order_by,
-                "mlflow_filter": q.mlflow_filter,
-                "mlflow_order_by": q.mlflow_order,
-                "matches": matches,
-            }
-
-            calls: dict[str, Callable[[], tuple[float | None, list[int] | None]]] = {
-                name: (lambda s=s, q=q: timed(lambda: s.search(q, args.limit)))
-                for name, s in servers.items()
-            }
-            if q.mlflow_order is not None and mlflow is not None:
-                calls["mlflow"] = lambda q=q: mlflow.search(q, args.limit)
-            times: dict[str, list[float]] = {k: [] for k in calls}
-            for name, call in calls.items():  # warm-up, and the correctness check
-                ms, got = call()
-                if ms is None:
-                    row[f"{name}_timed_out_s"] = args.mlflow_timeout
-                    log(f"  {q.name} / {name}: no answer within {args.mlflow_timeout:.0f}s")
-                    continue
-                row[f"{name}_first_ms"] = round(ms, 2)
-                row[f"{name}_same"] = got == want
-                if got != want:
-                    log(
-                        f"  MISMATCH {q.name} / {name}: got {got[:8]}... want {want[:8]}... "
-                        f"(sets equal: {set(got or []) == set(want)})"
-                    )
-            slow = row.get("mlflow_first_ms", 0) > args.slow_ms
-            if slow:  # minutes a call: the first call is the one sample (a warm-up is noise here)
-                times["mlflow"].append(row["mlflow_first_ms"])
-            for i in range(args.repeat):  # interleaved, so drift hits every side alike
-                for name, call in calls.items():
-                    if name == "mlflow" and (
-                        i >= args.mlflow_repeat or slow or "mlflow_timed_out_s" in row
-                    ):
-                        continue
-                    ms, _ = call()
-                    if ms is not None:
-                        times[name].append(ms)
-            for name, ts in times.items():
-                if ts:
-                    row[f"{name}_ms"] = round(statistics.median(ts), 2)
-                    row[f"{name}_reps"] = len(ts)
-            if "mlflow_ms" in row:
-                row["ratio"] = round(row["mlflow_ms"] / row["sqlite_ms"], 1)
-            elif "mlflow_timed_out_s" in row:  # a lower bound
-                row["ratio_at_least"] = round(args.mlflow_timeout * 1000 / row["sqlite_ms"], 1)
-            rows.append(row)
-            _print_row(row, servers)
+        servers["sqlite"] = Server(sqlite_url, VAR / "serve-sqlite.log")
+        if pg_url:
+            servers["postgres"] = Server(pg_url, VAR / "serve-postgres.log")
+        if not args.no_mlflow:
+            mlflow = MlflowSearcher(ml_path, args.mlflow_timeout)
+        rows = time_queries(servers, mlflow, args, data, flat)
     finally:
-        for s in servers.values():
-            s.stop()
+        for server in servers.values():
+            server.stop()
         if mlflow is not None:
             mlflow.close()
+    return {
+        "summary": summarise(rows, args, postgres=pg_url is not None),
+        "queries": rows,
+        "loading": {"mlflow": ml_notes, "sqlite": sqlite_notes, "postgres": pg_notes},
+        "method": method(args),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+Call = Callable[[], tuple[float | None, list[int] | None]]
+
+
+def time_queries(
+    servers: dict[str, Server],
+    mlflow: MlflowSearcher | None,
+    args: argparse.Namespace,
+    data: Dataset,
+    flat: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One row per query: its matches, each side's first and median times, the ratio."""
+    for server in servers.values():
+        server.check_filter_api()
+    print(
+        f"{'query':24s}{'matches':>8s}{'sqlite ms':>10s}"
+        + (f"{'pg ms':>10s}" if "postgres" in servers else "")
+        + f"{'mlflow ms':>10s}{'ratio':>10s}"
+    )
+    rows = []
+    for q in QUERIES:
+        want, matches = expected(data, flat, q, args.limit)
+        row: dict[str, Any] = {
+            "query": q.name,
+            "filter": q.filter,
+            "order_by": q.order_by,
+            "mlflow_filter": q.mlflow_filter,
+            "mlflow_order_by": q.mlflow_order,
+            "matches": matches,
+        }
+        calls = {name: _ours(s, q, args.limit) for name, s in servers.items()}
+        if q.mlflow_order is not None and mlflow is not None:
+            calls["mlflow"] = functools.partial(mlflow.search, q, args.limit)
+        _first_calls(row, calls, want, args)
+        _repeat_calls(row, calls, args)
+        rows.append(row)
+        _print_row(row, servers)
+    return rows
+
+
+def _ours(server: Server, q: Query, limit: int) -> Call:
+    """One timed search of ``server``: (milliseconds, run ids)."""
+    return lambda: timed(lambda: server.search(q, limit))
+
+
+def _first_calls(
+    row: dict[str, Any], calls: dict[str, Call], want: list[int], args: argparse.Namespace
+) -> None:
+    """The warm-up call of each side, which is also the correctness check."""
+    for name, call in calls.items():
+        ms, got = call()
+        if ms is None:
+            row[f"{name}_timed_out_s"] = args.mlflow_timeout
+            print(f"  {row['query']} / {name}: no answer within {args.mlflow_timeout:.0f}s")
+            continue
+        row[f"{name}_first_ms"] = round(ms, 2)
+        row[f"{name}_same"] = got == want
+        if got != want:
+            print(
+                f"  MISMATCH {row['query']} / {name}: got {(got or [])[:8]}... "
+                f"want {want[:8]}... (sets equal: {set(got or []) == set(want)})"
+            )
+
+
+def _repeat_calls(row: dict[str, Any], calls: dict[str, Call], args: argparse.Namespace) -> None:
+    """The timed calls, interleaved so that drift hits every side alike; medians and ratio."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    slow = row.get("mlflow_first_ms", 0) > args.slow_ms
+    if slow:  # minutes a call: the first call is the one sample (a warm-up is noise here)
+        times["mlflow"].append(row["mlflow_first_ms"])
+    skip_mlflow = slow or "mlflow_timed_out_s" in row
+    for i in range(args.repeat):
+        for name, call in calls.items():
+            if name == "mlflow" and (skip_mlflow or i >= args.mlflow_repeat):
+                continue
+            ms, _ = call()
+            if ms is not None:
+                times[name].append(ms)
+    for name, ts in times.items():
+        if ts:
+            row[f"{name}_ms"] = round(statistics.median(ts), 2)
+            row[f"{name}_reps"] = len(ts)
+    if "mlflow_ms" in row:
+        row["ratio"] = round(row["mlflow_ms"] / row["sqlite_ms"], 1)
+    elif "mlflow_timed_out_s" in row:  # a lower bound
+        row["ratio_at_least"] = round(args.mlflow_timeout * 1000 / row["sqlite_ms"], 1)
+
+
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, postgres: bool) -> dict:
+    """The headline figures and whether the goals were met."""
     compared = [r for r in rows if "ratio" in r or "ratio_at_least" in r]
-    ratios = [r.get("ratio", r.get("ratio_at_least")) for r in compared]
-    summary = {
+    ratios: list[float] = [r["ratio"] if "ratio" in r else r["ratio_at_least"] for r in compared]
+    summary: dict[str, Any] = {
         "runs": args.runs,
         "limit": args.limit,
         "ours_sqlite_median_ms": round(statistics.median(r["sqlite_ms"] for r in rows), 2),
@@ -826,32 +917,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratios_that_are_lower_bounds": sum("ratio_at_least" in r for r in compared),
         "all_same": all(v for r in rows for k, v in r.items() if k.endswith("_same")),
     }
-    if pg_url:
+    if postgres:
         summary["ours_postgres_median_ms"] = round(
             statistics.median(r["postgres_ms"] for r in rows), 2
         )
     summary["goal_20x_every_query"] = bool(compared) and summary["min_ratio"] >= 20
     summary["goal_under_50ms_median"] = summary["ours_sqlite_median_ms"] < 50
+    return summary
+
+
+def method(args: argparse.Namespace) -> dict[str, Any]:
+    """How each side was timed, for the JSON."""
     return {
-        "summary": summary,
-        "queries": rows,
-        "loading": {"mlflow": ml_notes, "sqlite": sqlite_notes, "postgres": pg_notes},
-        "method": {
-            "ours": "GET /api/v1/runs over HTTP (keep-alive) against `registry serve --workers 1 "
-            "--threads 2`, timed to the decoded JSON",
-            "mlflow": "MlflowClient(sqlite).search_runs(all experiment ids, filter_string, "
-            "order_by=[...], max_results=limit), timed in a child process that holds "
-            "one warm client; a call over mlflow_timeout_s is abandoned (the child is "
-            "killed) and its ratio reported as a lower bound",
-            "mlflow_timeout_s": args.mlflow_timeout,
-            "repeat": args.repeat,
-            "mlflow_repeat": args.mlflow_repeat,
-            "mlflow_slow_ms": args.slow_ms,
-            "median_of": "timed repetitions after one warm-up call (which also checks results); "
-            "an MLflow query whose first call took over mlflow_slow_ms is not "
-            "repeated: that call is its one sample (mlflow_reps = 1)",
-        },
-        "seconds": round(time.perf_counter() - t0, 1),
+        "ours": "GET /api/v1/runs over HTTP (keep-alive) against `registry serve --workers 1 "
+        "--threads 2`, timed to the decoded JSON",
+        "mlflow": "MlflowClient(sqlite).search_runs(all experiment ids, filter_string, "
+        "order_by=[...], max_results=limit), timed in a child process that holds "
+        "one warm client; a call over mlflow_timeout_s is abandoned (the child is "
+        "killed) and its ratio reported as a lower bound",
+        "mlflow_timeout_s": args.mlflow_timeout,
+        "repeat": args.repeat,
+        "mlflow_repeat": args.mlflow_repeat,
+        "mlflow_slow_ms": args.slow_ms,
+        "median_of": "timed repetitions after one warm-up call (which also checks results); "
+        "an MLflow query whose first call took over mlflow_slow_ms is not "
+        "repeated: that call is its one sample (mlflow_reps = 1)",
     }
 
 
@@ -881,7 +971,8 @@ def _stop_on_sigterm(_signum: int, _frame: Any) -> None:
     raise SystemExit("terminated")  # so the servers and the MLflow child are stopped
 
 
-def main() -> None:
+def main() -> int:
+    """Load, time, write the JSON; non-zero when one of our answers was wrong."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
@@ -918,7 +1009,16 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result["summary"], indent=2))
     print(f"wrote {args.out}")
+    wrong = [
+        f"{row['query']} ({key.removesuffix('_same')})"
+        for row in result["queries"]
+        for key in ("sqlite_same", "postgres_same")
+        if row.get(key) is False
+    ]
+    if wrong:
+        print(f"wrong answers from ours: {', '.join(wrong)}", file=sys.stderr)
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

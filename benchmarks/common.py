@@ -8,8 +8,9 @@ val_perplexity, val_accuracy, tokens_per_second, gen_distinct_2, gen_repetition_
 The same seed gives the same data, so the registry and the MLflow store hold the same runs.
 
 ``load_registry(url, data)`` writes it through the service functions only: create_config /
-add_version (which index each version's params), queue.enqueue, queue.claim and
-queue.complete (which index the run's final metrics), many runs per transaction.
+add_version (which index each version's params), workers.register_worker, queue.enqueue,
+queue.claim and queue.complete (which index the run's final metrics), many runs per
+transaction.
 """
 
 from __future__ import annotations
@@ -162,7 +163,9 @@ def make_dataset(n_runs: int, seed: int = 20261130) -> Dataset:
         while len(seen) < VERSIONS_PER_CONFIG:
             doc = _doc(rng, family)
             result = spec.validate(doc)
-            if not result.valid or result.hash in seen:
+            if not result.valid or result.hash is None or result.normalized is None:
+                continue
+            if result.hash in seen:
                 continue
             seen.add(result.hash)
             versions.append(VersionSpec(name, doc))
@@ -237,97 +240,135 @@ def load_registry(
     (``claim`` takes the oldest queued run: the ids come out in order). Returns notes on how
     metrics got indexed and how long it took.
     """
-    import sqlalchemy as sa
     from alembic import command
 
-    from registry.db import make_engine, make_session_factory, transaction, utcnow
+    from registry.db import make_engine, make_session_factory
     from registry.migrations import alembic_config
-    from registry.models import ConfigVersion, RunMetric
-    from registry.services import configs, queue
-    from registry.services.indexing import index_finished_run
 
     t0 = time.perf_counter()
     command.upgrade(alembic_config(url), "head")
     engine = make_engine(url)
-    factory = make_session_factory(engine)
-    version_ids: list[int] = []
-    with transaction(factory) as s:
-        queue.register_worker(s, WORKER, utcnow(), host="bench", queues=["default"])
-        created: set[str] = set()
-        for spec_ in data.versions:
-            if spec_.config not in created:
-                added = configs.create_config(s, spec_.config, spec_.doc, created_by="bench")
-                created.add(spec_.config)
-            else:
-                added = configs.add_version(s, spec_.config, spec_.doc, created_by="bench")
-            assert added.created, f"duplicate version in {spec_.config}"
-            version_ids.append(added.version.id)
+    loader = _Loader(make_session_factory(engine), data, mlflow_ids or {}, progress)
+    loader.versions()
     t_versions = time.perf_counter() - t0
-    complete_indexes: bool | None = None
     done = 0
     for lo in range(0, len(data.runs), batch):
         chunk = data.runs[lo : lo + batch]
-        with transaction(factory) as s:
-            versions = {
-                v.id: v
-                for v in s.scalars(
-                    sa.select(ConfigVersion).where(
-                        ConfigVersion.id.in_({version_ids[r.version] for r in chunk})
-                    )
-                )
-            }
-            for r in chunk:
-                run = queue.enqueue(
-                    s, versions[version_ids[r.version]], "train", seed=r.seed, created_by="bench"
-                )
-                if run.id != r.run_id:
-                    raise RuntimeError(f"expected run id {r.run_id}, got {run.id}: not fresh?")
-            for r in chunk:
-                now = utcnow()
-                run = queue.claim(s, WORKER, ["default"], now, 86400)
-                if run is None or run.id != r.run_id:
-                    raise RuntimeError(f"claimed {run and run.id}, expected {r.run_id}")
-                run = queue.complete(
-                    s,
-                    run.id,
-                    run.attempt,
-                    r.status,
-                    r.metrics,
-                    (mlflow_ids or {}).get(r.run_id),
-                    provenance(data, r),
-                    error_of(r),
-                    now,
-                )
-                if complete_indexes is None and r.metrics:
-                    n = s.scalar(
-                        sa.select(sa.func.count())
-                        .select_from(RunMetric)
-                        .where(RunMetric.run_id == run.id)
-                    )
-                    complete_indexes = bool(n)
-                    if not complete_indexes:
-                        progress(
-                            "queue.complete does not index metrics yet: calling "
-                            "indexing.index_finished_run after it"
-                        )
-                if complete_indexes is False:
-                    index_finished_run(s, run)
-            s.expunge_all()
+        loader.runs(chunk)
         done += len(chunk)
         if done % (batch * 10) == 0 or done == len(data.runs):
             rate = done / (time.perf_counter() - t0 - t_versions)
             progress(f"  {done}/{len(data.runs)} runs ({rate:.0f} runs/s)")
     if engine.dialect.name == "postgresql":
-        # What autovacuum does soon anyway; now, so the figures do not depend on its timing.
-        # SQLite gets no ANALYZE: a deployed database has none (nor has MLflow's store).
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text("VACUUM ANALYZE"))
+        _vacuum_analyze(engine)
     engine.dispose()
     return {
         "seconds": round(time.perf_counter() - t0, 1),
         "versions_seconds": round(t_versions, 1),
         "metrics_indexed_by": "queue.complete"
-        if complete_indexes
+        if loader.complete_indexes
         else "indexing.index_finished_run (called by the loader after queue.complete)",
         "runs_per_transaction": batch,
     }
+
+
+@dataclass
+class _Loader:
+    """Writes a Dataset through the services; learns on the first run with metrics whether
+    ``queue.complete`` indexes them (else it calls ``indexing.index_finished_run`` itself)."""
+
+    factory: Any
+    data: Dataset
+    mlflow_ids: dict[int, str]
+    progress: Callable[[str], None]
+    version_ids: list[int] = field(default_factory=list)
+    complete_indexes: bool | None = None
+
+    def versions(self) -> None:
+        """The bench worker, then every config and version, in one transaction."""
+        from registry.db import transaction, utcnow
+        from registry.services import configs, workers
+
+        with transaction(self.factory) as s:
+            workers.register_worker(s, WORKER, utcnow(), host="bench", queues=["default"])
+            created: set[str] = set()
+            for spec_ in self.data.versions:
+                if spec_.config in created:
+                    added = configs.add_version(s, spec_.config, spec_.doc, created_by="bench")
+                else:
+                    added = configs.create_config(s, spec_.config, spec_.doc, created_by="bench")
+                    created.add(spec_.config)
+                assert added.created, f"duplicate version in {spec_.config}"
+                self.version_ids.append(added.version.id)
+
+    def runs(self, chunk: list[RunSpec]) -> None:
+        """Enqueue ``chunk``, then claim and complete each run, in one transaction."""
+        import sqlalchemy as sa
+
+        from registry.db import transaction
+        from registry.models import ConfigVersion
+        from registry.services import queue
+
+        ids = {self.version_ids[r.version] for r in chunk}
+        with transaction(self.factory) as s:
+            stmt = sa.select(ConfigVersion).where(ConfigVersion.id.in_(ids))
+            versions = {v.id: v for v in s.scalars(stmt)}
+            for r in chunk:
+                version = versions[self.version_ids[r.version]]
+                run = queue.enqueue(s, version, "train", seed=r.seed, created_by="bench")
+                if run.id != r.run_id:
+                    raise RuntimeError(f"expected run id {r.run_id}, got {run.id}: not fresh?")
+            for r in chunk:
+                self._finish(s, r)
+            s.expunge_all()
+
+    def _finish(self, s: Any, r: RunSpec) -> None:
+        """Claim the next run (it must be ``r``) and complete it as ``r`` ended."""
+        from registry.db import utcnow
+        from registry.services import queue
+        from registry.services.indexing import index_finished_run
+
+        now = utcnow()
+        claimed = queue.claim(s, WORKER, ["default"], now, 86400)
+        if claimed is None or claimed.run.id != r.run_id:
+            raise RuntimeError(f"claimed {claimed and claimed.run.id}, expected {r.run_id}")
+        run = queue.complete(
+            s,
+            claimed.run.id,
+            claimed.lease,
+            r.status,
+            r.metrics,
+            self.mlflow_ids.get(r.run_id),
+            provenance(self.data, r),
+            error_of(r),
+            now,
+        )
+        if self.complete_indexes is None and r.metrics:
+            self.complete_indexes = _has_metric_rows(s, run.id)
+            if not self.complete_indexes:
+                self.progress(
+                    "queue.complete does not index metrics yet: calling "
+                    "indexing.index_finished_run after it"
+                )
+        if self.complete_indexes is False:
+            index_finished_run(s, run)
+
+
+def _has_metric_rows(s: Any, run_id: int) -> bool:
+    import sqlalchemy as sa
+
+    from registry.models import RunMetric
+
+    count = sa.select(sa.func.count()).select_from(RunMetric).where(RunMetric.run_id == run_id)
+    return bool(s.scalar(count))
+
+
+def _vacuum_analyze(engine: Any) -> None:
+    """What autovacuum does soon anyway; now, so the figures do not depend on its timing.
+
+    SQLite gets no ANALYZE: a deployed database has none (nor has MLflow's store).
+    """
+    import sqlalchemy as sa
+
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE"))

@@ -18,23 +18,33 @@ FULL = {
     "bench_training.py": [],
     "bench_claims.py": ["--clients", "8", "--seconds", "5"],
     "bench_query_mlflow.py": ["--runs", "100000", "--postgres"],
+    "bench_query.py": ["--runs", "100000", "--postgres"],
     "bench_pages.py": ["--runs", "10000"],
 }
+#: Smoke runs (the test suite runs each: tests/benchmarks): every code path, tiny sizes.
+#: The two query benchmarks share their stores (same --runs and --client-runs).
+QUICK_STORE = ["--runs", "300", "--client-runs", "30", "--repeat", "1"]
 QUICK = {
-    "bench_training.py": ["--steps", "10", "--rounds", "2", "--budget", "20"],
+    "bench_training.py": ["--steps", "5", "--rounds", "1", "--budget", "10"],
     "bench_claims.py": [
         "--clients",
         "2",
         "--seconds",
-        "2",
+        "1",
         "--runs",
         "2000",
         "--latency-runs",
         "1",
     ],
-    "bench_query_mlflow.py": ["--runs", "2000"],
+    "bench_query_mlflow.py": [*QUICK_STORE, "--mlflow-repeat", "1", "--postgres"],
+    "bench_query.py": [*QUICK_STORE, "--postgres"],
     "bench_pages.py": ["--runs", "1000", "--repeat", "3"],
 }
+
+
+def command(script: str, extra: list[str]) -> list[str]:
+    """The command line that runs benchmark ``script`` with ``extra`` arguments."""
+    return [sys.executable, str(HERE / script), *extra]
 
 
 def main() -> int:
@@ -49,7 +59,7 @@ def main() -> int:
         if args.names and script not in args.names:
             continue
         print(f"\n=== {script} {' '.join(extra)}", flush=True)
-        done = subprocess.run([sys.executable, str(HERE / script), *extra], cwd=HERE.parent)
+        done = subprocess.run(command(script, extra), cwd=HERE.parent)
         if done.returncode != 0:
             failed.append(script)
     if failed:
