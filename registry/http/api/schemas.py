@@ -26,7 +26,6 @@ from pydantic import (
 )
 from werkzeug.datastructures import MultiDict
 
-from registry.document.parse import check_text
 from registry.errors import BadRequest, InvalidInput
 from registry.http.api.body import json_body
 from registry.http.params import FreeText, ascii_digits
@@ -69,6 +68,15 @@ class Query(BaseModel):
     #: The status of an invalid parameter (422 where a route has always answered that).
     invalid_status: ClassVar[int] = 400
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """No NUL: no database stores one, and PostgreSQL refuses to compare with one."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("may not contain NUL (\\u0000)")
+        return value
+
 
 Q = TypeVar("Q", bound=Query)
 
@@ -110,7 +118,6 @@ def parse_query(model: type[Q], args: MultiDict[str, str]) -> Q:
     list field; 400 (or the model's ``invalid_status``) naming the field."""
     lists = _list_fields(model)
     data: dict[str, Any] = {k: args.getlist(k) if k in lists else args[k] for k in args}
-    check_text(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
