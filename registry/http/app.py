@@ -14,6 +14,8 @@ from registry.db import make_engine, make_session_factory
 from registry.errors import RegistryError
 from registry.http import context
 from registry.http.api import bp as api_bp
+from registry.http.limits import BodyLimit, refuse_oversized
+from registry.http.params import IdConverter, VersionRefConverter
 from registry.http.web import bp as web_bp
 from registry.settings import Settings
 
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     engine = engine or make_engine(settings.database_url)
     context.install(app, context.Services(settings, engine, make_session_factory(engine)))
 
+    _install_input_limits(app)
     _install_session_per_request(app)
     _install_error_handlers(app)
 
@@ -40,6 +43,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # Bearer tokens, not cookies: the JSON API has no ambient authority for CSRF to forge.
     app.extensions["csrf"].exempt(api_bp)
     return app
+
+
+def _install_input_limits(app: Flask) -> None:
+    """Route integers within the id columns' range (else 404) and the body limit counted in
+    bytes however the body arrives (else 413); before any route is added or any view runs."""
+    app.url_map.converters["int"] = IdConverter
+    app.url_map.converters["id"] = IdConverter
+    app.url_map.converters["version"] = VersionRefConverter
+    limited = BodyLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
+    app.wsgi_app = limited  # type: ignore[method-assign]
+    app.before_request(refuse_oversized)
 
 
 def _install_session_per_request(app: Flask) -> None:

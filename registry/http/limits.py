@@ -43,19 +43,24 @@ class BodyLimit:
             if len(data) > self.limit:
                 environ[TOO_LARGE] = True
                 data = b""
+            # Now an ordinary sized body, read as one (Werkzeug takes any chunked header to
+            # mean "no length", so that goes).
             environ["wsgi.input"] = io.BytesIO(data)
             environ["CONTENT_LENGTH"] = str(len(data))
-            # Now an ordinary sized body: Werkzeug limits the stream to CONTENT_LENGTH.
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
             environ.pop("wsgi.input_terminated", None)
         return self.app(environ, start_response)
 
 
 def _streamed(environ: dict[str, Any]) -> bool:
-    """A body without a length whose end the server finds (it decodes chunked framing and says
-    so with ``wsgi.input_terminated``: gunicorn always, Werkzeug's server for chunked bodies).
-    Without that flag the raw stream may never end, and Werkzeug reads no body at all."""
-    no_length = not (environ.get("CONTENT_LENGTH") or "").strip()
-    return no_length and "wsgi.input_terminated" in environ
+    """A body without a length (none given, or chunked, which overrides one) whose end the
+    server finds: it decodes the chunks and says so with ``wsgi.input_terminated`` (gunicorn
+    always, Werkzeug's server for chunked bodies). Without that flag the raw stream may never
+    end, and Werkzeug reads no body at all."""
+    if "wsgi.input_terminated" not in environ:
+        return False
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return chunked or not (environ.get("CONTENT_LENGTH") or "").strip()
 
 
 def _read_at_most(stream: Any, most: int) -> bytes:

@@ -1,31 +1,44 @@
-"""Integers that arrive as text (URL parts, query strings, form fields), read one strict way.
+"""Values that arrive as text (URL parts, query strings, form fields), read one strict way.
 
 Python's ``int()`` and ``str.isdigit()`` accept far more than a person types: ``"²"`` passes
 ``isdigit()`` and then fails ``int()``; Arabic-Indic digits, ``" 12 "`` and ``"1_2"`` all
-become 12; and nothing stops ``2**70``, which SQLite cannot bind and PostgreSQL refuses for a
-BIGINT. Here an integer is ASCII digits (with a ``-`` where negatives make sense) inside
-64-bit bounds, or the request is refused naming the parameter.
+become 12; and nothing stops ``2**70``, which SQLite cannot bind and PostgreSQL refuses for
+its columns. Here an integer is ASCII digits (with a ``-`` where negatives make sense) inside
+the bounds of the column it is looked up in, or the request is refused naming the parameter.
+Ids and version numbers are INTEGER columns, 32-bit on PostgreSQL: :data:`ID_MAX`.
+
+:data:`FreeText` is the API's side of the one free-text check (:mod:`registry.services.text`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, Field
-from werkzeug.routing import IntegerConverter, Map, ValidationError
+from werkzeug.routing import BaseConverter, IntegerConverter, Map, ValidationError
 
 from registry.errors import BadRequest
 from registry.services.text import MAX_TEXT, text_problem
 
-__all__ = ["INT64_MAX", "FreeText", "IdConverter", "ascii_digits", "whole_number"]
+__all__ = [
+    "ID_MAX",
+    "INT64_MAX",
+    "FreeText",
+    "IdConverter",
+    "VersionRefConverter",
+    "ascii_digits",
+    "whole_number",
+]
 
+#: The largest id or version number a database here can hold (PostgreSQL's INTEGER).
+ID_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 _NUMBER = re.compile(r"-?[0-9]{1,19}")
 
 
 class IdConverter(IntegerConverter):
-    """``<int:x>`` and ``<id:x>`` in routes: ASCII digits from 1 to 2**63 - 1, else a 404.
+    """``<int:x>`` and ``<id:x>`` in routes: ASCII digits from 1 to :data:`ID_MAX`, else a 404.
 
     create_app installs it under both names, so every ``<int:...>`` route (run ids, version
     numbers, and routes added later) is bounded without each view checking.
@@ -39,16 +52,35 @@ class IdConverter(IntegerConverter):
         map: Map,
         fixed_digits: int = 0,
         min: int | None = 1,
-        max: int | None = INT64_MAX,
+        max: int | None = ID_MAX,
         signed: bool = False,
     ) -> None:
         super().__init__(map, fixed_digits, min, max, signed)
 
     def to_python(self, value: str) -> Any:
         """The number, or ValidationError (a 404) when it has too many digits to be one."""
-        if len(value.lstrip("-")) > 19:
+        if len(value.lstrip("-")) > 19:  # not worth reading as a number
             raise ValidationError()
         return super().to_python(value)
+
+
+class VersionRefConverter(BaseConverter):
+    """``<version:ref>``: a version number or ``latest``, handed to the view as its text. A
+    number outside 1..:data:`ID_MAX` is a 404 here; other text is the view's to refuse (422,
+    naming the version), as it always was."""
+
+    openapi_schema: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {"type": "integer", "minimum": 1, "maximum": ID_MAX},
+            {"type": "string", "enum": ["latest"]},
+        ]
+    }
+
+    def to_python(self, value: str) -> str:
+        """``value``; ValidationError (a 404) for a number no version can have."""
+        if ascii_digits(value) and (len(value) > 10 or not 1 <= int(value) <= ID_MAX):
+            raise ValidationError()
+        return value
 
 
 def ascii_digits(raw: str | None) -> bool:
@@ -56,7 +88,7 @@ def ascii_digits(raw: str | None) -> bool:
     return raw is not None and raw.isascii() and raw.isdigit()
 
 
-def whole_number(raw: str | None, name: str, *, low: int = 1, high: int = INT64_MAX) -> int | None:
+def whole_number(raw: str | None, name: str, *, low: int = 1, high: int = ID_MAX) -> int | None:
     """``raw`` as an int in ``low..high``; None when absent or blank; BadRequest naming ``name``.
 
     Surrounding spaces are forgiven (a pasted value); anything else that is not ASCII digits is

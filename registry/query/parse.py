@@ -32,6 +32,8 @@ from registry.query.lex import Token, parse_error, tokenize
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 32
+#: Each clause is a level of SQLite's expression tree (at most 1,000 deep); people write ten.
+MAX_CLAUSES = 100
 
 ColumnType = Literal["text", "int", "bool", "datetime"]
 
@@ -133,6 +135,7 @@ class _Parser:
         self.tokens = tokenize(text)
         self.i = 0
         self.depth = 0
+        self.clauses = 0
         self.param_paths = param_paths
 
     @property
@@ -195,6 +198,10 @@ class _Parser:
             self.depth -= 1
 
     def parse_clause(self) -> Node:
+        self.clauses += 1
+        if self.clauses > MAX_CLAUSES:
+            expected = f"at most {MAX_CLAUSES} clauses"
+            raise parse_error("too many clauses", self.tok.pos, expected)
         key = self.parse_key()
         if self.at_word("NOT"):
             self.advance()

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from registry.errors import BadRequest
+from registry.document.parse import parse_json
+from registry.errors import BadRequest, DocumentParseError
 from registry.models import ConfigVersion, Run
 from registry.query.compile import INT64
 from registry.query.parse import COLUMN_KEYS, OrderBy, parse, parse_order_by
@@ -120,13 +121,15 @@ def decode_cursor(cursor: str, order: OrderBy | None) -> tuple[list[Any], int]:
     """The (values, id) in ``cursor``, or :class:`InvalidCursor`."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
+        data = parse_json(raw.decode("utf-8"))  # strict: no NaN, no deep nesting
         values, last_id = data["v"], data["id"]
         ok = data["o"] == _signature(order) and isinstance(values, list)
-        ok = ok and isinstance(last_id, int) and abs(last_id) < INT64
-    except (ValueError, TypeError, KeyError, binascii.Error):
+        ok = ok and type(last_id) is int and abs(last_id) < INT64  # not True, not 2**70
+    except (ValueError, TypeError, KeyError, binascii.Error, DocumentParseError):
         raise InvalidCursor() from None
     if not ok or len(values) != (2 if order and order.key.kind == "param" else 1 if order else 0):
+        raise InvalidCursor()
+    if any(isinstance(v, int) and abs(v) >= INT64 for v in values):  # no database binds it
         raise InvalidCursor()
     if order is not None and order.key.kind == "column":
         values = [_cursor_value(order.key.name, values[0])]

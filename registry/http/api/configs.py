@@ -177,7 +177,7 @@ def add_version(name: str, body: AddVersionRequest) -> Any:
     return _created(added)
 
 
-@bp.get("/configs/<name>/versions/<ref>")
+@bp.get("/configs/<name>/versions/<version:ref>")
 @requires("read")
 @accepts(params=VersionQuery)
 def get_version(name: str, ref: str, params: VersionQuery) -> Any:

@@ -7,6 +7,7 @@ and everything else is left to :func:`registry.document.spec.validate`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +16,7 @@ from typing import Any
 from registry.document import spec
 from registry.document.fields import json_schema
 from registry.http.web.formatting import value_text
+from registry.services.text import text_problem
 
 SECTION_TITLES = {
     "general": "General",
@@ -141,20 +143,26 @@ def _read(f: Field, raw: str) -> Any:
         if f.optional:
             return None
         raise ValueError("enter a value")
-    if f.kind == "int":
-        try:
-            number = float(raw.replace("_", ""))
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a whole number") from None
-        if not number.is_integer():
-            raise ValueError(f"{raw!r} is not a whole number")
-        return int(number)
-    if f.kind == "float":
-        try:
-            return float(raw.replace("_", ""))
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
+    if f.kind in ("int", "float"):
+        return _number(raw, whole=f.kind == "int")
+    problem = text_problem(raw)  # the API refuses NUL in a body; so does the form
+    if problem is not None:
+        raise ValueError(problem)
     return raw
+
+
+def _number(raw: str, whole: bool) -> int | float:
+    """A number input; JSON has no NaN or infinity, so neither does a document."""
+    what = "a whole number" if whole else "a number"
+    try:
+        number = float(raw.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{raw!r} is not {what}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{raw!r} is not a finite number")
+    if whole and not number.is_integer():
+        raise ValueError(f"{raw!r} is not {what}")
+    return int(number) if whole else number
 
 
 def _put(doc: dict[str, Any], path: str, value: Any) -> None:

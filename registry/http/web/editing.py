@@ -9,12 +9,15 @@ from typing import Any
 from flask import g
 from werkzeug.datastructures import FileStorage
 
-from registry.document import presets, spec
-from registry.errors import DocumentParseError, RegistryError
+from registry.document import parse, presets, spec
+from registry.errors import BadRequest, RegistryError
 from registry.http.web import configform
 from registry.services import configs
+from registry.services.text import text_problem
 
 MAX_YAML_BYTES = 256 * 1024
+#: The inputs beside the document: the config's name, its description, the version message.
+TEXT_INPUTS = ("name", "description", "message")
 
 
 @dataclass
@@ -75,7 +78,8 @@ def typed_document(
     if text:
         try:
             parsed = spec.parse_document(text)
-        except DocumentParseError as err:
+            parse.check_text(parsed)  # what the API refuses in a body: NUL, lone surrogates
+        except BadRequest as err:
             return {}, {}, err.message
         if not isinstance(parsed, dict):
             return {}, {}, "the YAML must be a mapping of sections (model:, training:, ...)"
@@ -92,6 +96,18 @@ def checked_from_request(
     if yaml_error:
         return configform.Checked(doc, other_errors=[yaml_error]), yaml_error
     return configform.check(doc, read_errors), None
+
+
+def text_inputs(form: Mapping[str, str]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The name, description and message inputs, and the errors, by input, of those the API
+    would refuse too (services.text: length, NUL and control characters)."""
+    fields = {key: form.get(key, "") for key in TEXT_INPUTS}
+    errors = {
+        key: [problem]
+        for key in ("description", "message")
+        if (problem := text_problem(fields[key].strip())) is not None
+    }
+    return fields, errors
 
 
 def issue_map(err: RegistryError) -> dict[str, list[str]]:

@@ -7,9 +7,16 @@ from typing import Any
 from flask import g, jsonify, redirect, render_template, request, url_for
 
 from registry.errors import RegistryError
+from registry.http.params import ascii_digits, whole_number
 from registry.http.web import configform
 from registry.http.web.blueprint import bp
-from registry.http.web.editing import checked_from_request, issue_map, start_choices, start_document
+from registry.http.web.editing import (
+    checked_from_request,
+    issue_map,
+    start_choices,
+    start_document,
+    text_inputs,
+)
 from registry.http.web.signin import current_viewer, requires
 from registry.services import configs, summaries
 
@@ -38,7 +45,7 @@ def new_version(name: str) -> Any:
     """The form for the next version of ``name`` (from its latest unless told otherwise)."""
     choice = request.args.get("from")
     base = configs.resolve_version(g.db, name, None)
-    if choice and choice.isdigit():
+    if ascii_digits(choice):
         choice = f"config:{name}@{choice}"
     doc = start_document(choice, dict(base.document))
     checked = configform.check(doc)
@@ -70,7 +77,8 @@ def check() -> Any:
 
 def _submit(name: str | None) -> Any:
     checked, _ = checked_from_request(request.form, request.files.get("yaml_file"))
-    fields = {k: request.form.get(k, "") for k in ("name", "description", "message")}
+    fields, text_errors = text_inputs(request.form)
+    checked.field_errors.update(text_errors)
     if request.form.get("action") != "save" or not checked.valid:
         status = 200 if request.form.get("action") != "save" else 422
         return _form(name, checked, request.form.get("from"), fields), status
@@ -94,7 +102,7 @@ def _submit(name: str | None) -> Any:
                 checked.doc,
                 message=message,
                 created_by=author,
-                parent_version=_int(request.form.get("parent")),
+                parent_version=whole_number(request.form.get("parent"), "parent"),
             )
     except RegistryError as err:
         if err.status >= 500:
@@ -107,10 +115,6 @@ def _submit(name: str | None) -> Any:
         created=int(added.created),
     )
     return redirect(target, code=303)
-
-
-def _int(raw: str | None) -> int | None:
-    return int(raw) if raw and raw.isdigit() else None
 
 
 def _form(

@@ -8,6 +8,7 @@ from flask import Response, g, redirect, render_template, request, url_for
 
 from registry.document import spec
 from registry.errors import BadRequest, RegistryError
+from registry.http.params import ascii_digits, whole_number
 from registry.http.web.blueprint import bp
 from registry.http.web.signin import current_viewer, requires
 from registry.models import RUN_KINDS
@@ -42,7 +43,7 @@ def config_detail(name: str) -> Any:
 
 
 def _pick(versions: list[Any], raw: str | None, default: int) -> Any:
-    wanted = int(raw) if raw and raw.isdigit() else default
+    wanted = whole_number(raw, "v") or default
     return next((v for v in versions if v.version == wanted), versions[-1])
 
 
@@ -51,7 +52,7 @@ def _diff(name: str, numbers: list[int]) -> tuple[configs.Diff | None, bool]:
     if len(numbers) < 2 and not request.args.get("from"):
         return None, False
     new = request.args.get("to") or str(numbers[-1])
-    old = request.args.get("from") or str(max(int(new) - 1, 1) if new.isdigit() else numbers[0])
+    old = request.args.get("from") or str(max(int(new) - 1, 1) if ascii_digits(new) else numbers[0])
     all_fields = request.args.get("all") == "1"
     try:
         return configs.diff_versions(g.db, name, old, new, all_fields=all_fields), all_fields
@@ -117,5 +118,6 @@ def _priority(raw: str | None) -> int:
     return value
 
 
-def _int(raw: str | None) -> int | None:
-    return int(raw) if raw and raw.isdigit() else None
+def _int(raw: str | None, name: str = "from_run") -> int | None:
+    """``raw`` as a run id (ASCII digits, at most ID_MAX); None when blank; 400 naming it."""
+    return whole_number(raw, name)

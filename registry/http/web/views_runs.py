@@ -8,6 +8,7 @@ from flask import g, redirect, render_template, request, url_for
 
 from registry.errors import BadRequest, FilterParseError
 from registry.http import context
+from registry.http.params import whole_number
 from registry.http.web.blueprint import bp
 from registry.http.web.history import mlflow_link, read_history
 from registry.http.web.runinfo import (
@@ -115,7 +116,8 @@ def reproduce_run(run_id: int) -> Any:
 @requires("read")
 def compare() -> Any:
     """Two or more runs: their config differences and their curves on shared charts."""
-    ids = sorted({int(v) for v in request.args.getlist("run") if v.isdigit()})[:MAX_COMPARE]
+    chosen = (whole_number(v, "run") for v in request.args.getlist("run"))
+    ids = sorted({i for i in chosen if i is not None})[:MAX_COMPARE]
     if len(ids) < 2:
         raise BadRequest("pick two or more runs to compare (tick them in the runs table)")
     runs = [queue.get_run(g.db, i) for i in ids]
