@@ -133,7 +133,8 @@ class Run(Base):
     queue: Mapped[str] = mapped_column(String(100), nullable=False, default="default")
     priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # 64 bits (migration 0005); SQLite's INTEGER is 64-bit already.
+    seed: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=False)
     lease_expires_at: Mapped[Timestamp]
     #: sha256 of the current claim's opaque lease (migration 0005); None when not running.
     lease_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -19,18 +19,21 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        # sha256 of the claim's lease: the secret itself is only ever in the worker's hands.
-        batch.add_column(sa.Column("lease_hash", sa.String(length=64), nullable=True))
-        # The document allows seeds up to 2**32 - 1; a 32-bit column refused half of them.
-        batch.alter_column(
-            "seed", existing_type=sa.Integer(), type_=sa.BigInteger(), existing_nullable=False
+    # sha256 of the claim's lease: the secret itself is only ever in the worker's hands.
+    op.add_column("runs", sa.Column("lease_hash", sa.String(length=64), nullable=True))
+    # The document allows seeds up to 2**32 - 1; PostgreSQL's 32-bit INTEGER refused half of
+    # them. SQLite's INTEGER already holds 64 bits: no table rebuild there (it would have to
+    # drop a table other tables reference).
+    if op.get_bind().dialect.name != "sqlite":
+        op.alter_column(
+            "runs", "seed", existing_type=sa.Integer(), type_=sa.BigInteger(), nullable=False
         )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.alter_column(
-            "seed", existing_type=sa.BigInteger(), type_=sa.Integer(), existing_nullable=False
+    if op.get_bind().dialect.name != "sqlite":
+        op.alter_column(
+            "runs", "seed", existing_type=sa.BigInteger(), type_=sa.Integer(), nullable=False
         )
-        batch.drop_column("lease_hash")
+    # SQLite 3.35+ drops a column in place; a batch rebuild would drop a referenced table.
+    op.drop_column("runs", "lease_hash")
