@@ -20,6 +20,7 @@ FULL = {
     "bench_query_mlflow.py": ["--runs", "100000", "--postgres"],
     "bench_query.py": ["--runs", "100000", "--postgres"],
     "bench_pages.py": ["--runs", "10000"],
+    "bench_planner.py": ["--runs", "100000,1000000", "--postgres", "--ablate", "--probes"],
 }
 #: Smoke runs (the test suite runs each: tests/benchmarks): every code path, tiny sizes.
 #: The two query benchmarks share their stores (same --runs and --client-runs).
@@ -39,6 +40,7 @@ QUICK = {
     "bench_query_mlflow.py": [*QUICK_STORE, "--mlflow-repeat", "1", "--postgres"],
     "bench_query.py": [*QUICK_STORE, "--postgres"],
     "bench_pages.py": ["--runs", "1000", "--repeat", "3"],
+    "bench_planner.py": ["--quick", "--postgres", "--ablate", "--probes"],
 }
 
 

@@ -54,6 +54,11 @@ class Settings:
     signin_window_seconds: int = 900
     #: How many reverse proxies in front append to X-Forwarded-For (0: use the peer address).
     trusted_proxies: int = 0
+    #: Run quotas of each token or user below admin (registry.services.admission): runs queued
+    #: or running at once, runs queued per minute, and the highest priority a submitter gives.
+    max_queued_runs: int = 100
+    runs_per_minute: int = 30
+    max_priority_submitter: int = 10
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -85,6 +90,11 @@ class Settings:
                 env, "REGISTRY_SIGNIN_WINDOW_SECONDS", cls.signin_window_seconds
             ),
             trusted_proxies=_count(env, "REGISTRY_TRUSTED_PROXIES", 0, minimum=0),
+            max_queued_runs=_count(env, "REGISTRY_MAX_QUEUED_RUNS", cls.max_queued_runs),
+            runs_per_minute=_count(env, "REGISTRY_RUNS_PER_MINUTE", cls.runs_per_minute),
+            max_priority_submitter=_count(
+                env, "REGISTRY_MAX_PRIORITY_SUBMITTER", cls.max_priority_submitter, minimum=0
+            ),
         )
 
     def with_(self, **changes: object) -> Settings:

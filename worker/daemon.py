@@ -145,7 +145,7 @@ class Daemon:
             log.info(
                 "claimed run=%s attempt=%s kind=%s config=%s@%s",
                 run["id"],
-                job["lease"],
+                run.get("attempt"),
                 run["kind"],
                 run["config"],
                 run["version"],
@@ -154,7 +154,7 @@ class Daemon:
 
     def perform(self, job: dict[str, Any]) -> None:
         """Run one claimed job under a heartbeat; report, release or abandon it."""
-        run_id, lease = int(job["run"]["id"]), int(job["lease"])
+        run_id, lease = int(job["run"]["id"]), str(job["lease"])
         progress = Progress(job)
         beat = Heartbeat(
             lambda rid, body: self._post(f"/runs/{rid}/heartbeat", body, client=self.beat_client),
@@ -179,7 +179,7 @@ class Daemon:
         """Mark KILLED the MLflow runs of this run's earlier attempts that a lost worker left
         RUNNING (MLflow never ends a run whose process died)."""
         client = getattr(self.tracker, "client", None)
-        run, attempt = job["run"], int(job["lease"])
+        run, attempt = job["run"], int(job["run"].get("attempt") or 1)
         if client is None or attempt <= 1:
             return
         try:
@@ -208,7 +208,7 @@ class Daemon:
         from worker.failures import describe_error
         from worker.training import Stopped
 
-        lease = int(job["lease"])
+        lease = str(job["lease"])  # opaque: sent back exactly as the claim answered it
 
         def should_stop() -> bool:
             return self.stop.event.is_set() or beat.lost is not None
@@ -242,7 +242,7 @@ class Daemon:
         else:
             log.warning("run=%s: result kept in %s for the next start", run_id, entry.path)
 
-    def release(self, run_id: int, lease: int) -> None:
+    def release(self, run_id: int, lease: str) -> None:
         """Hand the run back to the queue now (a warm stop); its lease expires otherwise."""
         try:
             self._post(f"/runs/{run_id}/release", {"lease": lease})
@@ -285,7 +285,7 @@ def transient(exc: errors.RegistryError) -> bool:
     return isinstance(exc, errors.Unavailable) or exc.status >= 500
 
 
-def _report(lease: int, status: str, exc: BaseException, error: dict[str, Any]) -> dict[str, Any]:
+def _report(lease: str, status: str, exc: BaseException, error: dict[str, Any]) -> dict[str, Any]:
     return {
         "lease": lease,
         "status": status,

@@ -30,7 +30,7 @@ class Heartbeat:
         self,
         beat: Beat,
         run_id: int,
-        lease: int,
+        lease: str,
         lease_seconds: float,
         progress: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:

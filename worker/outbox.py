@@ -4,10 +4,14 @@ The daemon writes a run's completion here *before* it reports it, and deletes th
 when the service answered 200 (recorded, or already recorded: completion is idempotent) or
 409 (the lease is stale; the result can never be recorded). A crash or an unreachable service
 in between leaves the file, and the next start of the daemon sends it first.
+
+A completion carries its claim's lease, which lets anyone holding it report that run: the
+files are the owner's alone (0600), and their names hold a digest of the lease, never the lease.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -43,17 +47,20 @@ Send = Callable[[int, dict[str, Any]], Any]
 
 
 class Outbox:
-    """A folder of ``run-<id>-lease-<n>.json`` completions, written atomically."""
+    """A folder of ``run-<id>-lease-<digest>.json`` completions, written atomically."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def put(self, run_id: int, body: dict[str, Any]) -> Report:
-        """Store the completion of ``run_id`` durably (write, fsync, rename)."""
-        path = self.directory / f"run-{run_id}-lease-{body['lease']}.json"
+        """Store the completion of ``run_id`` durably (write, fsync, rename), owner-only."""
+        tag = hashlib.sha256(str(body["lease"]).encode("utf-8")).hexdigest()[:16]
+        path = self.directory / f"run-{run_id}-lease-{tag}.json"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when a leftover .tmp had other permissions
+        with open(fd, "w", encoding="utf-8") as fh:
             json.dump({"run_id": run_id, "body": body}, fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -83,9 +90,9 @@ class Outbox:
             send(report.run_id, report.body)
         except FINAL as exc:
             log.warning(
-                "run %s lease %s: the service refused the result for good (%s: %s)",
+                "run %s (%s): the service refused the result for good (%s: %s)",
                 report.run_id,
-                report.body.get("lease"),
+                report.path.name,
                 exc.code,
                 exc.message,
             )

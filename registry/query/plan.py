@@ -56,10 +56,7 @@ def fetch_rows(
     the index row so the (key, value, id) index yields them in order and LIMIT stops early;
     then, if the page is not full and the filter lets such runs through, those lacking it.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        # A page is a few milliseconds of index walking; starting parallel workers costs more
-        # (20 ms of latency measured at 100k runs on 2 cores). For this transaction only.
-        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    _no_parallel_workers(session)
     versions_of = make_resolver(session)
     if order is None or order.key.kind == "column":
         plan = choose_plan(session, versions_of, node, order, limit)
@@ -77,6 +74,13 @@ def fetch_rows(
         lacking = select_page(node, order, limit - len(rows), rest, "lacking", plain)
         rows += session.execute(lacking).all()
     return rows
+
+
+def _no_parallel_workers(session: Session) -> None:
+    """On PostgreSQL, no parallel workers for this transaction: a page is a few milliseconds
+    of index walking, and starting workers costs more (20 ms measured at 100k runs)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
 
 
 def _requires(node: Node | None, key: Key) -> bool:
@@ -169,19 +173,42 @@ def choose_plan(
     """The plan of one page. Param clauses are resolved to version ids on both databases.
 
     Then choose between walking the order's index (LIMIT stops it early) and driving from
-    the most selective top-level term, by counting each candidate term's runs up to a cap in
-    one statement. Walking the order costs about ``limit / selectivity`` probes, driving about
-    ``matches`` rows and a sort: drive when a term matches fewer than ``sqrt(limit * runs)``
-    runs. SQLite keeps no statistics unless someone runs ANALYZE, and even then cannot size
-    an ``IN (SELECT ...)`` list, so it is told both ways (``query_compile.wrap``). PostgreSQL
-    plans well from its statistics, except when the filter correlates with the order (runs
-    with ``temperature = 0.7`` sit in the middle of ``gen_distinct_2`` order, not spread
-    through it): it is only told to drive, by an order no index serves."""
+    the most selective top-level term (:func:`_driver`). SQLite keeps no statistics unless
+    someone runs ANALYZE, and even then cannot size an ``IN (SELECT ...)`` list, so it is told
+    both ways (``query_compile.wrap``). PostgreSQL plans well from its statistics, except when
+    the filter correlates with the order (runs with ``temperature = 0.7`` sit in the middle of
+    ``gen_distinct_2`` order, not spread through it): it is only told to drive, by an order no
+    index serves."""
     if node is None and extra is None:
         return DEFAULT_PLAN
     sqlite = session.get_bind().dialect.name == "sqlite"
-    hinted, plain = How(sqlite, versions_of), How(False, versions_of)
+    driver = _driver(session, node, order, limit, extra)
+    if driver is None:
+        return _walk_plan(sqlite, versions_of, order)
+    # PostgreSQL picks the driving term itself once the order cannot come from an index.
+    return Plan(How(sqlite, versions_of), driver if sqlite else sa.true())
+
+
+def _walk_plan(sqlite: bool, versions_of: Resolver, order: OrderBy | None) -> Plan:
+    """Walk the order's index: on SQLite no filter term may use an index when one serves the
+    order; otherwise (and on PostgreSQL) the database decides."""
     ordered = order is None or order.key.kind != "column" or order.key.name in _INDEXED_ORDERS
+    return Plan(How(sqlite and ordered, versions_of))
+
+
+def _driver(
+    session: Session,
+    node: Node | None,
+    order: OrderBy | None,
+    limit: int,
+    extra: ColumnElement[bool] | None,
+) -> ColumnElement[bool] | None:
+    """The top-level term to drive from, or None to walk the order's index.
+
+    Each candidate term's runs are counted up to a cap in one statement. Walking the order
+    costs about ``limit / selectivity`` probes, driving about ``matches`` rows and a sort:
+    drive when a term matches fewer than ``sqrt(limit * runs)`` runs, unless the order's own
+    range (a metric order's range clauses) is that short: then walking it is cheaper still."""
     sort_metric = order.key if order is not None and order.key.kind == "metric" else None
     drivers = _drivers(node, sort_metric, extra)
     ranged = None
@@ -189,17 +216,13 @@ def choose_plan(
         ranged = sa.select(RunMetric.run_id).where(RunMetric.key == sort_metric.name, *tests)
     counted = [ids for _, ids in drivers] + ([ranged] if ranged is not None else [])
     if not counted:
-        return Plan(hinted if ordered else plain)
+        return None
     runs, counts = _count(session, counted)
     threshold = min(COUNT_CAP, max(1.0, ((limit + 1) * (runs or 0)) ** 0.5))
-    if ranged is not None and counts[-1] < threshold:
-        return Plan(hinted)  # the order's own range is short: walk it
-    if drivers:
-        best = min(range(len(drivers)), key=lambda i: counts[i])
-        if counts[best] < threshold:
-            # PostgreSQL picks the driving term itself once the order cannot come from an index.
-            return Plan(hinted, drivers[best][0] if sqlite else sa.true())
-    return Plan(hinted if ordered else plain)
+    if not drivers or (ranged is not None and counts[-1] < threshold):
+        return None
+    best = min(range(len(drivers)), key=lambda i: counts[i])
+    return drivers[best][0] if counts[best] < threshold else None
 
 
 def _drivers(
@@ -291,6 +314,5 @@ def _status_values(item: Node) -> list[str] | None:
     if isinstance(item, Compare) and item.key == Key("column", "status") and item.op == "=":
         return [str(item.value)]
     if isinstance(item, In) and item.key == Key("column", "status") and not item.negated:
-        if None not in item.values:
-            return [str(v) for v in item.values]
+        return [str(v) for v in item.values] if None not in item.values else None
     return None

@@ -28,7 +28,7 @@ from registry.document.parse import parse_json
 from registry.errors import BadRequest, DocumentParseError
 from registry.models import ConfigVersion, Run
 from registry.query.compile import INT64
-from registry.query.parse import COLUMN_KEYS, OrderBy, parse, parse_order_by
+from registry.query.parse import COLUMN_KEYS, And, Node, OrderBy, parse, parse_order_by
 from registry.query.plan import fetch_rows
 from registry.query.select import select_page
 
@@ -51,6 +51,7 @@ def search_runs(
     *,
     param_paths: Collection[str] | None = None,
     planned: bool = True,
+    where: Node | None = None,
 ) -> tuple[list[Run], str | None]:
     """One page of runs matching ``filter``, and the cursor of the next page (None at the end).
 
@@ -58,9 +59,12 @@ def search_runs(
     cursor, BadRequest for a limit outside 1..MAX_LIMIT. The runs come with their versions
     and configs attached (:func:`preload_versions`). ``planned=False`` runs the plain
     compiled query instead of the planner's selects (the same page; for benchmarks and tests).
+    ``where``: a syntax tree ANDed with ``filter`` (built by callers, never spliced as text).
     """
     check_limit(limit)
     node = parse(filter, param_paths=param_paths) if filter and filter.strip() else None
+    if where is not None:
+        node = where if node is None else And((where, node))
     order = parse_order_by(order_by, param_paths=param_paths) if order_by else None
     after = decode_cursor(cursor, order) if cursor else None
     if planned:

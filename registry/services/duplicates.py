@@ -5,8 +5,16 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.document.codeversion import code_version, is_exact
 from registry.errors import DuplicateRun
 from registry.models import ConfigVersion, Run
+
+
+def pinned_code_version() -> str | None:
+    """This service's code version when it pins the code (a clean checkout), else None: only
+    then can "the same code" be told, so only then are duplicates refused."""
+    info = code_version()
+    return str(info["code_version"]) if is_exact(info) else None
 
 
 def find_duplicate(

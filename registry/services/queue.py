@@ -1,18 +1,17 @@
-"""The run queue: one small state machine over the ``runs`` table.
+"""The run queue: one small state machine over the ``runs`` table::
 
-States and the moves between them (``attempt`` is the fencing token, the "lease")::
-
-    queued --claim--> running --complete--> succeeded | failed
+    queued --claim (a new lease)--> running --complete--> succeeded | failed
     queued --cancel--> cancelled
     running --cancel--> running + cancel_requested --complete/release/reap--> cancelled
     running --release (warm stop)--> queued, attempt + 1
     running --lease expired (reap)--> queued, attempt + 1 ; at attempt 3: failed, worker lost
 
-Every function takes the session first, only flushes (the caller commits), and takes ``now``
-wherever time matters, so expiry is tested without sleeping. The API passes the database's
-clock (``db_now``). A report carrying an attempt other than the run's current one changes
-nothing and raises ``StaleLease`` (409). Every run that finishes is indexed for the filter
-language (``registry.services.indexing.index_finished_run``) in the same transaction.
+Each claim makes a new lease, the fencing token: an opaque, unguessable string of which only
+the sha256 is stored (:mod:`registry.services.leases`). A report (heartbeat, complete, release)
+carrying any other value changes nothing and raises ``StaleLease`` (409), whoever sends it;
+``attempt`` only counts tries. Functions take the session first, only flush (the caller
+commits) and take ``now`` where time matters (the API passes ``db_now``). What may be queued is
+:mod:`registry.services.admission`'s; every finished run is indexed in the same transaction.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -27,7 +27,9 @@ from sqlalchemy.orm import Session, joinedload
 
 from registry.db import is_postgres, utcnow
 from registry.errors import BadRequest, Conflict, NotFound, StaleLease
-from registry.models import FINISHED_STATUSES, RUN_KINDS, ConfigVersion, Run
+from registry.models import FINISHED_STATUSES, ConfigVersion, Run
+from registry.services import leases
+from registry.services.admission import Quota, admit, check_request
 from registry.services.duplicates import refuse_duplicate
 from registry.services.indexing import index_finished_run
 from registry.services.workers import touch_worker
@@ -35,6 +37,14 @@ from registry.services.workers import touch_worker
 MAX_ATTEMPTS = 3
 FINISHED = FINISHED_STATUSES
 COMPLETION_STATUSES = FINISHED_STATUSES
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed run and its lease: the only time the service knows the lease itself."""
+
+    run: Run
+    lease: str
 
 
 def db_now(session: Session) -> dt.datetime:
@@ -82,81 +92,62 @@ def enqueue(
     *,
     force: bool = True,
     code_version: str | None = None,
+    quota: Quota | None = None,
+    now: dt.datetime | None = None,
 ) -> Run:
-    """Queue a ``train`` or ``evaluate`` run of ``version``; evaluate needs a trained from_run.
-
-    Unless ``force``, a train run whose config hash and seed already succeeded with
-    ``code_version`` is refused with DuplicateRun (409) naming that run.
-    """
-    if kind not in RUN_KINDS:
-        raise BadRequest(f"kind must be one of {', '.join(RUN_KINDS)}; got {kind!r}", field="kind")
-    if not queue or len(queue) > 100:
-        raise BadRequest("queue must be 1-100 characters", field="queue")
-    if kind == "evaluate":
-        _check_evaluable(session, from_run)
-    elif from_run is not None:
-        raise BadRequest("from_run is only for kind 'evaluate'", field="from_run")
-    if seed is None:
-        seed = int(version.document.get("training", {}).get("seed", 42))
+    """Queue a run of ``version``: 409 when a train run repeats work done by ``code_version``
+    (unless ``force``), 403/429 outside its caller's ``quota``, counted at ``now``."""
+    check_request(session, kind, queue, from_run)
+    seed = int(version.document.get("training", {}).get("seed", 42)) if seed is None else seed
     if kind == "train" and not force and code_version:
         refuse_duplicate(session, version, seed, code_version)
-    run = Run(
+    if quota is not None:
+        now, created_by = now or db_now(session), quota.who
+        admit(session, quota, int(priority), now)
+    run = Run(  # status, attempt and cancel_requested: the model's defaults
         config_version_id=version.id,
         kind=kind,
-        status="queued",
         queue=queue,
         priority=int(priority),
-        attempt=1,
         seed=seed,
-        cancel_requested=False,
         from_run=from_run,
         reproduces=reproduces,
         created_by=created_by,
+        created_at=now or utcnow(),
     )
     session.add(run)
     session.flush()
     return _loaded(session, run.id)
 
 
-def _check_evaluable(session: Session, from_run: int | None) -> None:
-    if from_run is None:
-        raise BadRequest("kind 'evaluate' needs from_run: a succeeded train run", field="from_run")
-    source = session.get(Run, from_run)
-    if source is None:
-        raise BadRequest(f"from_run {from_run} does not exist", field="from_run")
-    if source.kind != "train" or source.status != "succeeded":
-        raise BadRequest(
-            f"from_run {from_run} is a {source.status} {source.kind} run; "
-            "evaluate needs a succeeded train run",
-            field="from_run",
-        )
-
-
-def reproduce(session: Session, run_id: int, created_by: str | None = None) -> Run:
-    """Queue an exact re-run: the same version, kind, queue, seed and from_run."""
+def reproduce(
+    session: Session, run_id: int, created_by: str | None = None, *, quota: Quota | None = None
+) -> Run:
+    """Queue an exact re-run (version, kind, queue, seed, from_run); priority capped by quota."""
     source = _loaded(session, run_id)
+    priority = source.priority if quota is None else min(source.priority, quota.max_priority)
     return enqueue(
         session,
         source.version,
         source.kind,
         queue=source.queue,
-        priority=source.priority,
+        priority=priority,
         from_run=source.from_run,
         reproduces=source.id,
         seed=source.seed,
         created_by=created_by,
+        quota=quota,
     )
 
 
 def claim(
     session: Session, worker_id: str, queues: Sequence[str], now: dt.datetime, lease_seconds: int
-) -> Run | None:
+) -> Claim | None:
     """Reap expired leases, then take the best queued run of ``queues`` in ONE statement.
 
     PostgreSQL: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)``, so
-    concurrent claimers skip each other's candidate instead of waiting. SQLite has one writer
-    at a time (``BEGIN IMMEDIATE``); the same UPDATE is guarded by ``status = 'queued'`` and
-    RETURNING an empty result is the "row count 0" that means nothing was claimed.
+    concurrent claimers skip each other's candidate. SQLite has one writer (``BEGIN IMMEDIATE``);
+    the UPDATE is guarded by ``status = 'queued'``, and RETURNING nothing means no claim.
     """
     if not queues:
         raise BadRequest("name at least one queue to claim from", field="queues")
@@ -169,12 +160,14 @@ def claim(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
+    lease, lease_hash = leases.new_lease()
     stmt = (
         update(Run)
         .where(Run.id == candidate, Run.status == "queued")
         .values(
             status="running",
             worker_id=worker_id,
+            lease_hash=lease_hash,
             lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
             started_at=func.coalesce(Run.started_at, now),
             progress=None,
@@ -186,20 +179,23 @@ def claim(
     if run_id is None:
         return None
     touch_worker(session, worker_id, now, run_id)
-    return _loaded(session, run_id)
+    return Claim(_loaded(session, run_id), lease)
 
 
-def _current(session: Session, run_id: int, lease: int) -> Run:
-    """The run, locked, when ``lease`` is its current attempt and it is running; else 409."""
+def _stale(run: Run, message: str) -> StaleLease:
+    state = {"status": run.status, "attempt": run.attempt, "cancel_requested": run.cancel_requested}
+    return StaleLease(message, run=run.id, **state)
+
+
+def _current(session: Session, run_id: int, lease: str) -> Run:
+    """The run, locked, when it is running and ``lease`` is its current claim's; else 409."""
     run = _loaded(session, run_id, lock=True)
-    if run.status != "running" or run.attempt != lease:
-        raise StaleLease(
-            f"lease {lease} of run {run_id} is not current "
+    if run.status != "running" or not leases.matches(lease, run.lease_hash):
+        # Never echo the lease sent: the answer names the run's state only.
+        raise _stale(
+            run,
+            f"the lease sent is not the current lease of run {run_id} "
             f"(the run is {run.status} at attempt {run.attempt})",
-            run=run_id,
-            status=run.status,
-            attempt=run.attempt,
-            cancel_requested=run.cancel_requested,
         )
     return run
 
@@ -207,7 +203,7 @@ def _current(session: Session, run_id: int, lease: int) -> Run:
 def heartbeat(
     session: Session,
     run_id: int,
-    lease: int,
+    lease: str,
     now: dt.datetime,
     lease_seconds: int,
     progress: dict[str, Any] | None = None,
@@ -216,21 +212,10 @@ def heartbeat(
     run = _current(session, run_id, lease)
     if run.lease_expires_at is not None and run.lease_expires_at < now:
         # Not reaped here: a 409 rolls the request back. The next claim or listing reaps it.
-        raise StaleLease(
-            f"lease {lease} of run {run_id} expired at {run.lease_expires_at.isoformat()}",
-            run=run_id,
-            status=run.status,
-            attempt=run.attempt,
-            cancel_requested=run.cancel_requested,
-        )
+        expired = run.lease_expires_at.isoformat()
+        raise _stale(run, f"the lease of run {run_id} expired at {expired}")
     if run.cancel_requested:
-        raise StaleLease(
-            f"run {run_id} was cancelled; stop it and report",
-            run=run_id,
-            status=run.status,
-            attempt=run.attempt,
-            cancel_requested=True,
-        )
+        raise _stale(run, f"run {run_id} was cancelled; stop it and report")
     run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
     if progress is not None:
         run.progress = _finite(progress)
@@ -243,7 +228,7 @@ def heartbeat(
 def complete(
     session: Session,
     run_id: int,
-    lease: int,
+    lease: str,
     status: str,
     metrics: dict[str, Any] | None,
     mlflow_run_id: str | None,
@@ -253,8 +238,8 @@ def complete(
 ) -> Run:
     """Record a finished attempt once; the identical repeat is a no-op, anything stale a 409.
 
-    A completion is accepted while the run is still ``running`` under this attempt even when
-    the lease time has passed and nobody reaped it yet: the attempt is the fence, and keeping
+    A completion is accepted while the run is still ``running`` under this lease even when
+    the lease time has passed and nobody reaped it yet: the lease is the fence, and keeping
     the finished work beats training it again.
     """
     if status not in COMPLETION_STATUSES:
@@ -279,23 +264,26 @@ def complete(
 
 
 def _same_completion(
-    run: Run, lease: int, status: str, metrics: dict[str, Any], mlflow_run_id: str | None
+    run: Run, lease: str, status: str, metrics: dict[str, Any], mlflow_run_id: str | None
 ) -> bool:
-    """True when ``run`` already holds exactly this attempt's result (a resent completion)."""
+    """True when ``run`` already holds exactly this lease's result (a resent completion).
+
+    A finished run keeps its last lease's digest for this check alone.
+    """
     same_status = run.status == status or (run.status == "cancelled" and run.cancel_requested)
     return (
-        run.attempt == lease
+        leases.matches(lease, run.lease_hash)
         and same_status
         and run.mlflow_run_id == mlflow_run_id
         and (run.metrics or {}) == metrics
     )
 
 
-def release(session: Session, run_id: int, lease: int, now: dt.datetime) -> Run:
+def release(session: Session, run_id: int, lease: str, now: dt.datetime) -> Run:
     """The worker's warm stop: hand the run back to the queue now, as attempt + 1.
 
-    The attempt goes up so the released lease is stale at once and the next claim is a new
-    attempt (and a new MLflow run). A run whose cancel was requested becomes ``cancelled``.
+    The lease is dropped so it is stale at once, and the next claim is a new attempt (and a new
+    MLflow run). A run whose cancel was requested becomes ``cancelled``.
     """
     run = _current(session, run_id, lease)
     if run.cancel_requested:
@@ -367,6 +355,7 @@ def _requeue_or_fail(run: Run, now: dt.datetime) -> None:
         _back_to_queue(run)
         return
     run.lease_expires_at = None
+    run.lease_hash = None  # its worker is gone: no report of that claim is taken any more
 
 
 def _back_to_queue(run: Run) -> None:
@@ -374,6 +363,7 @@ def _back_to_queue(run: Run) -> None:
     run.attempt += 1
     run.worker_id = None
     run.lease_expires_at = None
+    run.lease_hash = None
     run.progress = None
 
 

@@ -122,20 +122,23 @@ def test_claim_heartbeat_complete(client: FlaskClient, auth: Auth, versions: Non
     assert claim(client, auth, queues=["gpu"]).status_code == 204
     assert post(client, "/workers/claim", auth("submitter"), {"worker": "w"}).status_code == 403
     answer = claim(client, auth).get_json()
-    assert answer["lease"] == 1 and answer["run"]["id"] == run["id"]
+    lease = answer["lease"]
+    assert isinstance(lease, str) and len(lease) >= 43 and answer["run"]["id"] == run["id"]
     assert answer["run"]["status"] == "running" and answer["run"]["worker"] == "w1"
+    assert answer["run"]["attempt"] == 1
     assert answer["config"] == {"training": {"seed": 7}} and answer["from_run"] is None
     beat = post(
         client,
         f"/runs/{run['id']}/heartbeat",
         auth("worker"),
-        {"lease": 1, "progress": {"step": 2, "of": 10}},
+        {"lease": lease, "progress": {"step": 2, "of": 10}},
     )
     assert beat.status_code == 200, beat.get_json()
+    assert beat.get_json()["attempt"] == 1 and lease not in beat.get_data(as_text=True)
     shown = client.get(f"/api/v1/runs/{run['id']}", headers=auth()).get_json()
     assert shown["progress"] == {"step": 2, "of": 10}
     report = {
-        "lease": 1,
+        "lease": lease,
         "status": "succeeded",
         "metrics": {"train_loss": 1.5},
         "mlflow_run_id": "abc",
@@ -160,12 +163,12 @@ def test_evaluate_claim_carries_its_trained_run(
     client: FlaskClient, auth: Auth, versions: None
 ) -> None:
     train = queue_run(client, auth)
-    claim(client, auth)
+    lease = claim(client, auth).get_json()["lease"]
     post(
         client,
         f"/runs/{train['id']}/complete",
         auth("worker"),
-        {"lease": 1, "status": "succeeded", "metrics": {}, "mlflow_run_id": "m-train"},
+        {"lease": lease, "status": "succeeded", "metrics": {}, "mlflow_run_id": "m-train"},
     )
     evaluate = queue_run(client, auth, kind="evaluate", from_run=train["id"])
     answer = claim(client, auth).get_json()
@@ -177,16 +180,16 @@ def test_cancel_running_run_stops_at_heartbeat(
     client: FlaskClient, auth: Auth, versions: None
 ) -> None:
     run = queue_run(client, auth)
-    claim(client, auth)
+    lease = claim(client, auth).get_json()["lease"]
     cancelled = post(client, f"/runs/{run['id']}/cancel", auth("submitter"), None)
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "running"
-    beat = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": 1})
+    beat = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": lease})
     assert beat.status_code == 409 and beat.get_json()["cancel_requested"] is True
     done = post(
         client,
         f"/runs/{run['id']}/complete",
         auth("worker"),
-        {"lease": 1, "status": "failed", "metrics": {}, "error": {"kind": "stopped"}},
+        {"lease": lease, "status": "failed", "metrics": {}, "error": {"kind": "stopped"}},
     )
     assert done.status_code == 200 and done.get_json()["status"] == "cancelled"
     again = post(client, f"/runs/{run['id']}/cancel", auth("submitter"), None)
@@ -198,16 +201,16 @@ def test_cancel_running_run_stops_at_heartbeat(
 
 def test_release_requeues_and_fences(client: FlaskClient, auth: Auth, versions: None) -> None:
     run = queue_run(client, auth)
-    claim(client, auth)
-    released = post(client, f"/runs/{run['id']}/release", auth("worker"), {"lease": 1})
+    lease = claim(client, auth).get_json()["lease"]
+    released = post(client, f"/runs/{run['id']}/release", auth("worker"), {"lease": lease})
     assert released.status_code == 200
     assert (released.get_json()["status"], released.get_json()["attempt"]) == ("queued", 2)
-    assert (
-        post(client, f"/runs/{run['id']}/release", auth("worker"), {"lease": 1}).status_code == 409
-    )
+    again_release = post(client, f"/runs/{run['id']}/release", auth("worker"), {"lease": lease})
+    assert again_release.status_code == 409
     again = claim(client, auth, worker="w2").get_json()
-    assert (again["run"]["id"], again["lease"]) == (run["id"], 2)
-    stale = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": 1})
+    assert (again["run"]["id"], again["run"]["attempt"]) == (run["id"], 2)
+    assert again["lease"] != lease
+    stale = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": lease})
     assert stale.status_code == 409
 
 
@@ -238,12 +241,14 @@ def test_expired_lease_is_reaped_on_listing(
     """A zero-second lease has expired by the next request, which reaps it."""
     client = create_app(settings.with_(lease_seconds=0), engine=engine).test_client()
     run = queue_run(client, auth)
-    assert claim(client, auth).status_code == 200
+    claimed = claim(client, auth)
+    assert claimed.status_code == 200
     listed = client.get("/api/v1/runs", headers=auth()).get_json()["runs"]
     assert [(r["id"], r["status"], r["attempt"], r["worker"]) for r in listed] == [
         (run["id"], "queued", 2, None)
     ]
-    stale = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": 1})
+    lease = claimed.get_json()["lease"]
+    stale = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": lease})
     assert stale.status_code == 409
 
 
@@ -269,3 +274,28 @@ def test_the_full_filter_language_reaches_the_api(
     expr = f"(queue = 'gpu' OR id IN ({a['id']})) AND NOT status = 'failed'"
     listed = client.get("/api/v1/runs", query_string={"filter": expr}, headers=auth("viewer"))
     assert sorted(r["id"] for r in listed.get_json()["runs"]) == sorted([a["id"], b["id"]])
+
+
+def test_equality_arguments_are_values_never_filter_text(
+    client: FlaskClient, auth: Auth, versions: None
+) -> None:
+    """Issue 9, item 11: ``?status=`` and friends once were spliced into the filter text with
+    quotes doubled but backslashes kept, so a value could close its string and add clauses."""
+    a = queue_run(client, auth)
+    b = queue_run(client, auth, config="other", queue="gpu")
+
+    def ids(query: dict[str, Any] | list[tuple[str, str]]) -> list[int]:
+        answer = client.get("/api/v1/runs", query_string=query, headers=auth("viewer"))
+        assert answer.status_code == 200, answer.get_json()
+        return sorted(r["id"] for r in answer.get_json()["runs"])
+
+    attack = [("status", "\\"), ("config", " OR id>0 OR config= ")]
+    assert ids(attack) == []
+    assert ids({"status": "\\' OR id > 0 OR status = '"}) == []
+    assert ids({"config": "o'ther"}) == [] and ids({"queue": 'gpu" OR "1" = "1'}) == []
+    assert ids({"config": "other"}) == [b["id"]]
+    assert ids([("config", "tiny"), ("config", "other")]) == sorted([a["id"], b["id"]])
+    assert ids({"queue": "gpu", "filter": "kind = 'train'"}) == [b["id"]]
+    assert ids({"config": "tiny", "filter": "queue = 'gpu' OR kind = 'train'"}) == [a["id"]]
+    bad = client.get("/api/v1/runs?status=queued&filter=status ~ 1", headers=auth())
+    assert bad.status_code == 400 and bad.get_json()["position"] == 7

@@ -30,6 +30,18 @@ def version(session: Session) -> ConfigVersion:
     return make_version(session)
 
 
+def take(
+    session: Session,
+    worker: str = "w1",
+    now: dt.datetime = T0,
+    queues: tuple[str, ...] = ("default",),
+) -> queue.Claim:
+    """A claim that must find a run."""
+    claimed = queue.claim(session, worker, list(queues), now, LEASE)
+    assert claimed is not None
+    return claimed
+
+
 def snapshot(session: Session, run_id: int) -> dict[str, object]:
     """Every column of a run, read fresh."""
     session.expire_all()
@@ -61,9 +73,8 @@ def test_enqueue_rejects_bad_kind_and_evaluate_without_trained_run(
     train = queue.enqueue(session, version, "train")
     with pytest.raises(BadRequest, match="succeeded train run"):
         queue.enqueue(session, version, "evaluate", from_run=train.id)
-    claimed = queue.claim(session, "w", ["default"], T0, LEASE)
-    assert claimed is not None
-    queue.complete(session, train.id, 1, "succeeded", {"train_loss": 1.0}, "m1", {}, None, T0)
+    lease = take(session, "w").lease
+    queue.complete(session, train.id, lease, "succeeded", {"train_loss": 1.0}, "m1", {}, None, T0)
     evaluate = queue.enqueue(session, version, "evaluate", from_run=train.id)
     assert evaluate.from_run == train.id
 
@@ -76,9 +87,8 @@ def test_claim_takes_priority_then_age_from_asked_queues_only(
     other = queue.enqueue(session, version, "train", queue="gpu-large", priority=99)
     low2 = queue.enqueue(session, version, "train")
     order = [queue.claim(session, "w1", ["default"], T0, LEASE) for _ in range(4)]
-    assert [r.id if r else None for r in order] == [high.id, low.id, low2.id, None]
-    got = queue.claim(session, "w2", ["default", "gpu-large"], T0, LEASE)
-    assert got is not None and got.id == other.id
+    assert [c.run.id if c else None for c in order] == [high.id, low.id, low2.id, None]
+    assert take(session, "w2", queues=("default", "gpu-large")).run.id == other.id
 
 
 def test_claim_sets_lease_worker_and_start(session: Session, version: ConfigVersion) -> None:
@@ -86,8 +96,8 @@ def test_claim_sets_lease_worker_and_start(session: Session, version: ConfigVers
         session, "w1", T0, host="h", devices={"kind": "cpu"}, queues=["default"]
     )
     run = queue.enqueue(session, version, "train")
-    claimed = queue.claim(session, "w1", ["default"], at(5), LEASE)
-    assert claimed is not None and claimed.id == run.id
+    claimed = take(session, "w1", at(5)).run
+    assert claimed.id == run.id
     assert claimed.status == "running" and claimed.worker_id == "w1"
     assert claimed.lease_expires_at == at(5 + LEASE)
     assert claimed.started_at == at(5)
@@ -98,10 +108,10 @@ def test_claim_sets_lease_worker_and_start(session: Session, version: ConfigVers
 
 def test_heartbeat_renews_and_records_progress(session: Session, version: ConfigVersion) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
-    queue.heartbeat(session, run.id, 1, at(50), LEASE, progress={"step": 3, "of": 10})
+    lease = take(session).lease
+    queue.heartbeat(session, run.id, lease, at(50), LEASE, progress={"step": 3, "of": 10})
     # Past the first lease but within the renewed one: still current.
-    renewed = queue.heartbeat(session, run.id, 1, at(100), LEASE)
+    renewed = queue.heartbeat(session, run.id, lease, at(100), LEASE)
     assert renewed.lease_expires_at == at(160)
     assert renewed.progress == {"step": 3, "of": 10}
     assert queue.reap(session, at(159)) == []
@@ -111,30 +121,31 @@ def test_expired_lease_requeues_as_next_attempt_and_fences_the_old_one(
     session: Session, version: ConfigVersion
 ) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
+    old = take(session).lease
     assert queue.reap(session, at(LEASE)) == []  # expiry is strictly after the lease
     reaped = queue.reap(session, at(LEASE + 1))
     assert [r.id for r in reaped] == [run.id]
     state = snapshot(session, run.id)
     assert (state["status"], state["attempt"], state["worker_id"]) == ("queued", 2, None)
-    again = queue.claim(session, "w2", ["default"], at(LEASE + 2), LEASE)
-    assert again is not None and (again.id, again.attempt, again.worker_id) == (run.id, 2, "w2")
+    again = take(session, "w2", at(LEASE + 2))
+    assert (again.run.id, again.run.attempt, again.run.worker_id) == (run.id, 2, "w2")
+    assert again.lease != old
     before = snapshot(session, run.id)
     with pytest.raises(StaleLease):
-        queue.heartbeat(session, run.id, 1, at(LEASE + 3), LEASE)
+        queue.heartbeat(session, run.id, old, at(LEASE + 3), LEASE)
     with pytest.raises(StaleLease):
         queue.complete(
-            session, run.id, 1, "succeeded", {"train_loss": 9.0}, "old", {}, None, at(LEASE + 3)
+            session, run.id, old, "succeeded", {"train_loss": 9.0}, "old", {}, None, at(LEASE + 3)
         )
     assert snapshot(session, run.id) == before
 
 
 def test_claim_reaps_before_claiming(session: Session, version: ConfigVersion) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
+    take(session)
     assert queue.claim(session, "w2", ["default"], at(10), LEASE) is None
-    again = queue.claim(session, "w2", ["default"], at(LEASE + 1), LEASE)
-    assert again is not None and (again.id, again.attempt) == (run.id, 2)
+    again = take(session, "w2", at(LEASE + 1)).run
+    assert (again.id, again.attempt) == (run.id, 2)
 
 
 def test_three_lost_attempts_fail_the_run_as_worker_lost(
@@ -143,8 +154,7 @@ def test_three_lost_attempts_fail_the_run_as_worker_lost(
     run = queue.enqueue(session, version, "train")
     now = T0
     for attempt in (1, 2, 3):
-        claimed = queue.claim(session, f"w{attempt}", ["default"], now, LEASE)
-        assert claimed is not None and claimed.attempt == attempt
+        assert take(session, f"w{attempt}", now).run.attempt == attempt
         now += dt.timedelta(seconds=LEASE + 1)
         queue.reap(session, now)
     state = snapshot(session, run.id)
@@ -157,10 +167,10 @@ def test_three_lost_attempts_fail_the_run_as_worker_lost(
 
 def test_expired_heartbeat_is_stale(session: Session, version: ConfigVersion) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
+    lease = take(session).lease
     before = snapshot(session, run.id)
     with pytest.raises(StaleLease):
-        queue.heartbeat(session, run.id, 1, at(LEASE + 1), LEASE)
+        queue.heartbeat(session, run.id, lease, at(LEASE + 1), LEASE)
     assert snapshot(session, run.id) == before
 
 
@@ -168,9 +178,11 @@ def test_complete_records_result_and_repeat_is_idempotent(
     session: Session, version: ConfigVersion
 ) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
+    lease = take(session).lease
     metrics = {"train_loss": 2.5, "val_loss": 2.75, "tiny": 1e-05}
-    done = queue.complete(session, run.id, 1, "succeeded", metrics, "m1", {"seed": 7}, None, at(9))
+    done = queue.complete(
+        session, run.id, lease, "succeeded", metrics, "m1", {"seed": 7}, None, at(9)
+    )
     assert (done.status, done.metrics, done.mlflow_run_id, done.finished_at) == (
         "succeeded",
         metrics,
@@ -180,14 +192,19 @@ def test_complete_records_result_and_repeat_is_idempotent(
     session.commit()
     first = snapshot(session, run.id)
     again = queue.complete(
-        session, run.id, 1, "succeeded", dict(metrics), "m1", {"seed": 7}, None, at(20)
+        session, run.id, lease, "succeeded", dict(metrics), "m1", {"seed": 7}, None, at(20)
     )
     assert again.id == run.id
     assert snapshot(session, run.id) == first
     with pytest.raises(StaleLease):
-        queue.complete(session, run.id, 1, "succeeded", {"train_loss": 0.1}, "m1", {}, None, at(21))
+        queue.complete(
+            session, run.id, lease, "succeeded", {"train_loss": 0.1}, "m1", {}, None, at(21)
+        )
     with pytest.raises(StaleLease):
-        queue.complete(session, run.id, 1, "failed", metrics, "m1", {}, None, at(21))
+        queue.complete(session, run.id, lease, "failed", metrics, "m1", {}, None, at(21))
+    # The identical report under any other lease is not a resend: 409 as well.
+    with pytest.raises(StaleLease):
+        queue.complete(session, run.id, "1", "succeeded", metrics, "m1", {"seed": 7}, None, at(22))
     assert snapshot(session, run.id) == first
 
 
@@ -195,17 +212,17 @@ def test_complete_failed_keeps_error_and_nan_is_stored_as_null(
     session: Session, version: ConfigVersion
 ) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
+    lease = take(session).lease
     error = {"kind": "exception", "type": "ValueError", "message": "boom"}
     done = queue.complete(
-        session, run.id, 1, "failed", {"train_loss": float("nan")}, "m", None, error, at(1)
+        session, run.id, lease, "failed", {"train_loss": float("nan")}, "m", None, error, at(1)
     )
     session.commit()
     state = snapshot(session, run.id)
     assert state["status"] == "failed" and state["error"] == error
     assert state["metrics"] == {"train_loss": None} == done.metrics
     with pytest.raises(BadRequest):
-        queue.complete(session, run.id, 1, "done", {}, None, None, None, at(2))
+        queue.complete(session, run.id, lease, "done", {}, None, None, None, at(2))
 
 
 def test_cancel_queued_run_is_immediate(session: Session, version: ConfigVersion) -> None:
@@ -220,16 +237,16 @@ def test_cancel_running_stops_at_heartbeat_and_completion_marks_cancelled(
     session: Session, version: ConfigVersion
 ) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
+    lease = take(session).lease
     assert queue.cancel(session, run.id, at(1)).status == "running"
     with pytest.raises(StaleLease) as info:
-        queue.heartbeat(session, run.id, 1, at(2), LEASE)
+        queue.heartbeat(session, run.id, lease, at(2), LEASE)
     assert info.value.to_dict()["cancel_requested"] is True
     assert info.value.status == 409
     done = queue.complete(
         session,
         run.id,
-        1,
+        lease,
         "failed",
         {"train_loss": 3.0},
         "m1",
@@ -241,7 +258,7 @@ def test_cancel_running_stops_at_heartbeat_and_completion_marks_cancelled(
     # The worker resending the same report is accepted once more, unchanged.
     assert (
         queue.complete(
-            session, run.id, 1, "failed", {"train_loss": 3.0}, "m1", None, None, at(4)
+            session, run.id, lease, "failed", {"train_loss": 3.0}, "m1", None, None, at(4)
         ).status
         == "cancelled"
     )
@@ -251,7 +268,7 @@ def test_cancel_running_whose_worker_died_ends_cancelled_not_requeued(
     session: Session, version: ConfigVersion
 ) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
+    take(session)
     queue.cancel(session, run.id, at(1))
     queue.reap(session, at(LEASE + 1))
     assert snapshot(session, run.id)["status"] == "cancelled"
@@ -259,8 +276,7 @@ def test_cancel_running_whose_worker_died_ends_cancelled_not_requeued(
 
 def test_cancel_finished_run_conflicts(session: Session, version: ConfigVersion) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
-    queue.complete(session, run.id, 1, "succeeded", {}, None, None, None, at(1))
+    queue.complete(session, run.id, take(session).lease, "succeeded", {}, None, None, None, at(1))
     with pytest.raises(Conflict):
         queue.cancel(session, run.id, at(2))
 
@@ -269,25 +285,26 @@ def test_release_hands_the_run_back_as_a_new_attempt(
     session: Session, version: ConfigVersion
 ) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
-    released = queue.release(session, run.id, 1, at(3))
+    lease = take(session).lease
+    released = queue.release(session, run.id, lease, at(3))
     assert (released.status, released.attempt, released.worker_id) == ("queued", 2, None)
+    assert released.lease_hash is None
     with pytest.raises(StaleLease):
-        queue.release(session, run.id, 1, at(4))
-    again = queue.claim(session, "w2", ["default"], at(5), LEASE)
-    assert again is not None and (again.id, again.attempt) == (run.id, 2)
+        queue.release(session, run.id, lease, at(4))
+    again = take(session, "w2", at(5)).run
+    assert (again.id, again.attempt) == (run.id, 2)
     assert again.started_at == T0  # the first start is kept
     with pytest.raises(StaleLease):
-        queue.heartbeat(session, run.id, 1, at(6), LEASE)
+        queue.heartbeat(session, run.id, lease, at(6), LEASE)
 
 
 def test_release_of_cancel_requested_run_cancels_it(
     session: Session, version: ConfigVersion
 ) -> None:
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
+    lease = take(session).lease
     queue.cancel(session, run.id, at(1))
-    assert queue.release(session, run.id, 1, at(2)).status == "cancelled"
+    assert queue.release(session, run.id, lease, at(2)).status == "cancelled"
 
 
 def test_reproduce_queues_same_version_and_seed(session: Session, version: ConfigVersion) -> None:
@@ -324,11 +341,11 @@ def test_concurrent_claimers_take_each_run_exactly_once(engine: Engine) -> None:
     def claimer(name: str) -> None:
         while True:
             with transaction(factory) as s:
-                run = queue.claim(s, name, ["default"], T0, LEASE)
-                if run is None:
+                claimed = queue.claim(s, name, ["default"], T0, LEASE)
+                if claimed is None:
                     return
                 with lock:
-                    claims.append((name, run.id))
+                    claims.append((name, claimed.run.id))
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(6)]
     for t in threads:
@@ -350,8 +367,8 @@ def test_reaping_an_old_run_keeps_the_workers_current_run(
     workers.register_worker(session, "w1", T0)
     old = queue.enqueue(session, version, "train")
     new = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)  # old, then abandoned
-    queue.claim(session, "w1", ["default"], at(50), LEASE)  # new
+    take(session, "w1", T0)  # old, then abandoned
+    take(session, "w1", at(50))  # new
     assert [r.id for r in queue.reap(session, at(LEASE + 1))] == [old.id]
     session.expire_all()
     worker = session.get(Worker, "w1")
@@ -364,11 +381,10 @@ def test_finished_runs_are_indexed_for_the_filter_language(
     from registry.models import RunMetric
 
     run = queue.enqueue(session, version, "train")
-    queue.claim(session, "w1", ["default"], T0, LEASE)
     queue.complete(
         session,
         run.id,
-        1,
+        take(session).lease,
         "succeeded",
         {"val_loss": 2.5, "train_loss": 2.0},
         "m",
@@ -381,11 +397,10 @@ def test_finished_runs_are_indexed_for_the_filter_language(
     ).all()
     assert sorted(indexed) == [("train_loss", 2.0), ("val_loss", 2.5)]
     copy = queue.reproduce(session, run.id)
-    queue.claim(session, "w1", ["default"], at(2), LEASE)
     queue.complete(
         session,
         copy.id,
-        1,
+        take(session, now=at(2)).lease,
         "succeeded",
         {"val_loss": 2.5, "train_loss": 2.0},
         "m2",
@@ -403,9 +418,11 @@ def test_a_train_run_that_already_succeeded_with_this_code_is_refused_unless_for
     from registry.errors import DuplicateRun
 
     done = queue.enqueue(session, version, "train", force=False, code_version="1.0+gabc")
-    assert queue.claim(session, "w", ["default"], T0, LEASE) is not None
+    lease = take(session, "w").lease
     provenance = {"code_version": "1.0+gabc", "seed": 7}
-    queue.complete(session, done.id, 1, "succeeded", {"train_loss": 1.0}, "m", provenance, None, T0)
+    queue.complete(
+        session, done.id, lease, "succeeded", {"train_loss": 1.0}, "m", provenance, None, T0
+    )
 
     with pytest.raises(DuplicateRun) as refused:
         queue.enqueue(session, version, "train", force=False, code_version="1.0+gabc")

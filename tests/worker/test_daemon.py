@@ -106,7 +106,8 @@ def test_a_claimed_run_is_executed_and_reported(
         return succeed(job)
 
     assert make_daemon(url, tokens["worker"], execute, tmp_path).work() == 0
-    assert seen[0]["run"]["id"] == run["id"] and seen[0]["lease"] == 1
+    assert seen[0]["run"]["id"] == run["id"] and seen[0]["run"]["attempt"] == 1
+    assert isinstance(seen[0]["lease"], str) and len(seen[0]["lease"]) >= 43
     assert seen[0]["config"] == {"training": {"seed": 7}}
     done = api(url, tokens["viewer"], "GET", f"/runs/{run['id']}")
     assert (done["status"], done["metrics"], done["mlflow_run_id"], done["provenance"]) == (
@@ -199,7 +200,7 @@ def test_start_delivers_the_outbox_first(url: str, tokens: dict[str, str], tmp_p
         "mlflow_run_id": "kept",
     }
     outbox.put(run["id"], report)
-    outbox.put(run["id"], {**report, "lease": 7})  # a stale one: 409, dropped
+    outbox.put(run["id"], {**report, "lease": 1})  # an attempt number, not a lease: 409, dropped
     make_daemon(url, tokens["worker"], succeed, tmp_path).work()
     done = api(url, tokens["viewer"], "GET", f"/runs/{run['id']}")
     assert (done["status"], done["mlflow_run_id"]) == ("succeeded", "kept")
@@ -236,3 +237,14 @@ def test_outbox_keeps_until_a_final_answer(tmp_path: Path) -> None:
     assert outbox.deliver(stale, conflict) is True and not stale.path.exists()
     (tmp_path / "run-9-lease-1.json").write_text("{not json")
     assert outbox.pending() == [] and (tmp_path / "run-9-lease-1.bad").exists()
+
+
+def test_outbox_files_are_the_owners_and_never_name_the_lease(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox")
+    lease = "a-lease-that-reports-run-3"
+    entry = outbox.put(3, {"lease": lease, "status": "failed"})
+    assert lease not in entry.path.name and entry.path.name.startswith("run-3-lease-")
+    assert entry.path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "outbox").stat().st_mode & 0o077 == 0
+    [kept] = outbox.pending()
+    assert kept.body["lease"] == lease  # sent back exactly as the claim answered it

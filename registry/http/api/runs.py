@@ -5,74 +5,27 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import g, jsonify, request
-from pydantic import Field
+from flask import g, jsonify
 
-from registry.document.codeversion import code_version, is_exact
-from registry.errors import BadRequest
 from registry.http import context
-from registry.http.api import bp
-from registry.http.api.body import current_user, json_body
+from registry.http.api.blueprint import bp
+from registry.http.api.body import current_user
 from registry.http.api.guard import requires
-from registry.http.api.schemas import Body, parse_body
+from registry.http.api.run_schemas import (
+    ClaimRequest,
+    CompleteRequest,
+    CreateRunRequest,
+    HeartbeatRequest,
+    ListRunsQuery,
+    RegisterRequest,
+    ReleaseRequest,
+)
+from registry.http.api.schemas import accepts
 from registry.models import Run, Worker
 from registry.query import search as query
-from registry.services import configs, queue, workers
-
-QueueName = Field(default="default", min_length=1, max_length=100)
-
-
-class CreateRunRequest(Body):
-    """``POST /runs``."""
-
-    config: str = Field(min_length=1, max_length=200)
-    version: int | str | None = None
-    kind: str = Field(default="train", pattern="^(train|evaluate)$")
-    queue: str = QueueName
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    from_run: int | None = Field(default=None, ge=1, le=2**31 - 1)
-    seed: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
-    force: bool = False
-
-
-class ClaimRequest(Body):
-    """``POST /workers/claim``."""
-
-    worker: str = Field(min_length=1, max_length=200)
-    queues: list[str] = Field(default_factory=lambda: ["default"], min_length=1, max_length=50)
-
-
-class HeartbeatRequest(Body):
-    """``POST /runs/<id>/heartbeat``."""
-
-    lease: int = Field(ge=1)
-    progress: dict[str, Any] | None = None
-
-
-class CompleteRequest(Body):
-    """``POST /runs/<id>/complete``."""
-
-    lease: int = Field(ge=1)
-    status: str = Field(pattern="^(succeeded|failed|cancelled)$")
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    mlflow_run_id: str | None = Field(default=None, max_length=64)
-    provenance: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-
-
-class ReleaseRequest(Body):
-    """``POST /runs/<id>/release``."""
-
-    lease: int = Field(ge=1)
-
-
-class RegisterRequest(Body):
-    """``POST /workers/register``."""
-
-    worker: str = Field(min_length=1, max_length=200)
-    host: str | None = Field(default=None, max_length=200)
-    devices: dict[str, Any] | None = None
-    queues: list[str] | None = None
+from registry.query.parse import And, Compare, In, Key, Node
+from registry.services import admission, configs, duplicates, queue, workers
+from registry.services.admission import QuotaExceeded
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -132,9 +85,9 @@ def _lease_seconds() -> int:
 
 @bp.post("/runs")
 @requires("write")
-def create_run() -> Any:
+@accepts(body=CreateRunRequest)
+def create_run(body: CreateRunRequest) -> Any:
     """Queue a train or evaluate run of a config version (the latest when omitted)."""
-    body = parse_body(CreateRunRequest, json_body())
     version = configs.resolve_version(g.db, body.config, body.version)
     run = queue.enqueue(
         g.db,
@@ -146,51 +99,56 @@ def create_run() -> Any:
         seed=body.seed,
         created_by=current_user(),
         force=body.force,
-        code_version=_exact_code_version(),
+        code_version=duplicates.pinned_code_version(),
+        quota=_quota(),
+        now=queue.db_now(g.db),
     )
     return jsonify(run_json(run)), 201
 
 
-def _exact_code_version() -> str | None:
-    """This service's code version when it pins the code (a clean checkout), else None."""
-    info = code_version()
-    return str(info["code_version"]) if is_exact(info) else None
+def _quota() -> admission.Quota:
+    """What this request's token may queue."""
+    return admission.quota_for(context.settings(), g.token.name, g.token.role)
+
+
+@bp.errorhandler(QuotaExceeded)
+def _quota_exceeded(err: QuotaExceeded) -> Any:
+    """429 in the JSON error shape, naming the limit, with ``Retry-After``."""
+    return jsonify(err.to_dict()), err.status, {"Retry-After": str(err.retry_after)}
 
 
 #: Plain equality query arguments, kept beside ``filter`` for convenience (``?status=queued``).
 EQUALITY_ARGS = ("status", "config", "queue", "kind")
 
 
-def _combined_filter(args: Any) -> str | None:
-    """``filter`` ANDed with any plain equality arguments, quoted for the filter language."""
-    quote = "'"
-    clauses = [f"{k} = '{args[k].replace(quote, quote * 2)}'" for k in EQUALITY_ARGS if k in args]
-    expr = args.get("filter", "").strip()
-    if expr:
-        clauses.append(f"({expr})" if clauses else expr)
-    return " AND ".join(clauses) or None
-
-
-def _limit(raw: str | None) -> int:
-    try:
-        limit = int(raw) if raw is not None else 100
-    except ValueError:
-        raise BadRequest(f"limit must be a whole number; got {raw!r}", field="limit") from None
-    return query.check_limit(limit)
+def _shortcuts(params: ListRunsQuery) -> Node | None:
+    """The plain equality arguments as filter clauses (``?status=queued&status=running`` is
+    ``status IN (...)``), built as the syntax tree: their values are never filter text."""
+    clauses: list[Node] = []
+    for name in EQUALITY_ARGS:
+        values = getattr(params, name)
+        if len(values) == 1:
+            clauses.append(Compare(Key("column", name), "=", values[0]))
+        elif values:
+            clauses.append(In(Key("column", name), tuple(values)))
+    if len(clauses) > 1:
+        return And(tuple(clauses))
+    return clauses[0] if clauses else None
 
 
 @bp.get("/runs")
 @requires("read")
-def list_runs() -> Any:
+@accepts(params=ListRunsQuery)
+def list_runs(params: ListRunsQuery) -> Any:
     """Runs matching ``filter`` (the filter language) by ``order_by``, paged by ``cursor``."""
-    args = request.args
     queue.reap(g.db, queue.db_now(g.db))
     runs, next_cursor = query.search_runs(
         g.db,
-        _combined_filter(args),
-        order_by=args.get("order_by") or "id DESC",
-        limit=_limit(args.get("limit")),
-        cursor=args.get("cursor") or None,
+        params.filter or None,
+        where=_shortcuts(params),
+        order_by=params.order_by or "id DESC",
+        limit=params.limit,
+        cursor=params.cursor or None,
     )
     return jsonify({"runs": [run_json(r) for r in runs], "next_cursor": next_cursor})
 
@@ -213,23 +171,25 @@ def cancel_run(run_id: int) -> Any:
 @requires("write")
 def reproduce_run(run_id: int) -> Any:
     """Queue an exact re-run: the same config version, kind and seed."""
-    return jsonify(run_json(queue.reproduce(g.db, run_id, created_by=current_user()))), 201
+    copy = queue.reproduce(g.db, run_id, created_by=current_user(), quota=_quota())
+    return jsonify(run_json(copy)), 201
 
 
 @bp.post("/workers/claim")
 @requires("work")
-def claim() -> Any:
+@accepts(body=ClaimRequest)
+def claim(body: ClaimRequest) -> Any:
     """Claim the best queued run of the given queues: 200 with run, config and lease, or 204."""
-    body = parse_body(ClaimRequest, json_body())
-    run = queue.claim(g.db, body.worker, body.queues, queue.db_now(g.db), _lease_seconds())
-    if run is None:
+    claimed = queue.claim(g.db, body.worker, body.queues, queue.db_now(g.db), _lease_seconds())
+    if claimed is None:
         return "", 204
+    run = claimed.run
     source = queue.get_run(g.db, run.from_run) if run.from_run else None
     return jsonify(
         {
             "run": run_json(run),
             "config": run.version.document,
-            "lease": run.attempt,
+            "lease": claimed.lease,
             "lease_seconds": _lease_seconds(),
             "from_run": run_json(source) if source else None,
         }
@@ -238,26 +198,25 @@ def claim() -> Any:
 
 @bp.post("/runs/<int:run_id>/heartbeat")
 @requires("work")
-def heartbeat(run_id: int) -> Any:
+@accepts(body=HeartbeatRequest)
+def heartbeat(run_id: int, body: HeartbeatRequest) -> Any:
     """Renew the lease; 409 when it is stale or the run was cancelled (``cancel_requested``)."""
-    body = parse_body(HeartbeatRequest, json_body())
-    run = queue.heartbeat(
-        g.db, run_id, body.lease, queue.db_now(g.db), _lease_seconds(), progress=body.progress
-    )
+    lease, now = str(body.lease), queue.db_now(g.db)
+    run = queue.heartbeat(g.db, run_id, lease, now, _lease_seconds(), progress=body.progress)
     return jsonify(
-        {"run": run.id, "lease": run.attempt, "lease_expires_at": _iso(run.lease_expires_at)}
+        {"run": run.id, "attempt": run.attempt, "lease_expires_at": _iso(run.lease_expires_at)}
     )
 
 
 @bp.post("/runs/<int:run_id>/complete")
 @requires("work")
-def complete(run_id: int) -> Any:
+@accepts(body=CompleteRequest)
+def complete(run_id: int, body: CompleteRequest) -> Any:
     """Report a finished attempt; resending the same report is answered 200 again."""
-    body = parse_body(CompleteRequest, json_body())
     run = queue.complete(
         g.db,
         run_id,
-        body.lease,
+        str(body.lease),
         body.status,
         body.metrics,
         body.mlflow_run_id,
@@ -270,17 +229,17 @@ def complete(run_id: int) -> Any:
 
 @bp.post("/runs/<int:run_id>/release")
 @requires("work")
-def release(run_id: int) -> Any:
+@accepts(body=ReleaseRequest)
+def release(run_id: int, body: ReleaseRequest) -> Any:
     """Hand a running run back to the queue at once (the worker is stopping)."""
-    body = parse_body(ReleaseRequest, json_body())
-    return jsonify(run_json(queue.release(g.db, run_id, body.lease, queue.db_now(g.db))))
+    return jsonify(run_json(queue.release(g.db, run_id, str(body.lease), queue.db_now(g.db))))
 
 
 @bp.post("/workers/register")
 @requires("work")
-def register_worker() -> Any:
+@accepts(body=RegisterRequest)
+def register_worker(body: RegisterRequest) -> Any:
     """Announce a worker: its host, devices and queues."""
-    body = parse_body(RegisterRequest, json_body())
     worker = workers.register_worker(
         g.db,
         body.worker,

@@ -8,22 +8,29 @@ from flask import Response, g, redirect, render_template, request, url_for
 
 from registry.document import spec
 from registry.errors import BadRequest, RegistryError
+from registry.http import context
 from registry.http.params import ascii_digits, whole_number
 from registry.http.web.blueprint import bp
 from registry.http.web.signin import current_viewer, requires
 from registry.models import RUN_KINDS
-from registry.services import configs, queue, summaries
+from registry.services import admission, configs, duplicates, queue, summaries
+from registry.services.admission import QuotaExceeded
 
 
 @bp.get("/configs/<name>")
 @requires("read")
 def config_detail(name: str) -> Any:
     """The timeline, the chosen version's YAML, a diff and the queue-a-run form."""
+    return _page(name, request.args.get("v"))
+
+
+def _page(name: str, wanted: str | None, run_error: dict[str, Any] | None = None) -> str:
+    """The config page showing version ``wanted``; ``run_error``: why the queue form was refused."""
     config = configs.get_config(g.db, name)
     if not config.versions:
         return render_template("config_detail.html", config=config, shown=None)
     numbers = [v.version for v in config.versions]
-    shown = _pick(config.versions, request.args.get("v"), numbers[-1])
+    shown = _pick(config.versions, wanted, numbers[-1])
     diff, all_fields = _diff(name, numbers)
     return render_template(
         "config_detail.html",
@@ -38,7 +45,9 @@ def config_detail(name: str) -> Any:
         trained=summaries.trained_runs(g.db, name),
         kinds=RUN_KINDS,
         created=request.args.get("created"),
-        run_error=None,
+        run_error=run_error,
+        run_form=request.form,
+        max_priority=_quota().max_priority,
     )
 
 
@@ -91,21 +100,39 @@ def version_yaml(name: str, version: int) -> Any:
 @bp.post("/configs/<name>/runs")
 @requires("write")
 def queue_run(name: str) -> Any:
-    """Queue a train or evaluate run of one version; then show the run."""
+    """Queue a train or evaluate run of one version, by the API's rules; then show the run.
+
+    Refused (a duplicate without ``force``, over the quota, a bad field): the form again,
+    saying why, with the answer's status.
+    """
     form = request.form
     version = configs.resolve_version(g.db, name, form.get("version") or None)
     kind = form.get("kind", "train")
-    viewer = current_viewer()
-    run = queue.enqueue(
-        g.db,
-        version,
-        kind,
-        queue=(form.get("queue") or "default").strip(),
-        priority=_priority(form.get("priority")),
-        from_run=_int(form.get("from_run")) if kind == "evaluate" else None,
-        created_by=viewer.name if viewer else None,
-    )
+    try:
+        run = queue.enqueue(
+            g.db,
+            version,
+            kind,
+            queue=(form.get("queue") or "default").strip(),
+            priority=_priority(form.get("priority")),
+            from_run=_int(form.get("from_run")) if kind == "evaluate" else None,
+            force=form.get("force") == "1",
+            code_version=duplicates.pinned_code_version(),
+            quota=_quota(),
+            now=queue.db_now(g.db),
+        )
+    except RegistryError as err:
+        refused = {"message": err.message, "code": err.code, **err.extra}
+        headers = {"Retry-After": str(err.retry_after)} if isinstance(err, QuotaExceeded) else {}
+        return _page(name, str(version.version), refused), err.status, headers
     return redirect(url_for("web.run_detail", run_id=run.id), code=303)
+
+
+def _quota() -> admission.Quota:
+    """What the signed-in viewer may queue."""
+    viewer = current_viewer()
+    who, role = (viewer.name, viewer.role) if viewer else ("", "viewer")
+    return admission.quota_for(context.settings(), who, role)
 
 
 def _priority(raw: str | None) -> int:

@@ -22,7 +22,8 @@ from registry.http.web.runinfo import (
 from registry.http.web.signin import current_viewer, requires
 from registry.models import ACTIVE_STATUSES, Run
 from registry.query import search as query
-from registry.services import queue
+from registry.services import admission, queue
+from registry.services.admission import QuotaExceeded
 
 PAGE_SIZE = 50
 MAX_COMPARE = 8
@@ -106,10 +107,19 @@ def cancel_run(run_id: int) -> Any:
 @bp.post("/runs/<int:run_id>/reproduce")
 @requires("write")
 def reproduce_run(run_id: int) -> Any:
-    """Queue an exact re-run and show it."""
+    """Queue an exact re-run (within the viewer's quota) and show it."""
     viewer = current_viewer()
-    copy = queue.reproduce(g.db, run_id, created_by=viewer.name if viewer else None)
+    assert viewer is not None  # @requires signed them in
+    quota = admission.quota_for(context.settings(), viewer.name, viewer.role)
+    copy = queue.reproduce(g.db, run_id, quota=quota)
     return redirect(url_for("web.run_detail", run_id=copy.id), code=303)
+
+
+@bp.errorhandler(QuotaExceeded)
+def _quota_exceeded(err: QuotaExceeded) -> Any:
+    """The error page for a run over the quota, with ``Retry-After``."""
+    page = render_template("error.html", code=err.status, message=err.message)
+    return page, err.status, {"Retry-After": str(err.retry_after)}
 
 
 @bp.get("/compare")
