@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned to the CPU wheel that lies on this disk; GPU machines install their CUDA build first.
 TORCH ?= torch==2.13.0
 
-.PHONY: run demo test test-fast lint typecheck bench browser clean
+.PHONY: run demo test test-fast lint typecheck bench browser nginx clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,8 +28,12 @@ demo: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
+## The deployment tests put Debian's nginx (deploy/nginx) in front of registry serve.
+nginx:
+	@test -x /usr/sbin/nginx || command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null)
+
 ## The whole test suite, on SQLite and PostgreSQL.
-test: $(STAMP) browser lint
+test: $(STAMP) browser nginx lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

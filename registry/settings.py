@@ -9,6 +9,15 @@ from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///var/registry.db"
 DEFAULT_SERVER_URL = "http://127.0.0.1:5000"
+DEFAULT_DATA_ROOT = "var/data"
+#: Every session-signing key this project ever shipped as a default. They are public (anyone can
+#: sign an admin session with them), so they are refused like an unset key.
+SHIPPED_SECRET_KEYS = frozenset({"dev-insecure-change-me"})
+MIN_SECRET_KEY_LENGTH = 32
+KEY_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+#: The value of Strict-Transport-Security when REGISTRY_TLS=1 (one year; no subdomains, which
+#: may serve other things over plain HTTP).
+HSTS = "max-age=31536000"
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -18,6 +27,39 @@ def _read_env_file(path: Path) -> dict[str, str]:
     from dotenv import dotenv_values
 
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def secret_key_problem(key: str | None) -> str | None:
+    """Why ``key`` must not sign sessions (unset, short, repetitive, a shipped default), or None."""
+    fix = f"set it to a random string, e.g. $({KEY_COMMAND})"
+    if not key or not key.strip():
+        return f"REGISTRY_SECRET_KEY is not set; {fix}"
+    if key.strip() in SHIPPED_SECRET_KEYS:
+        return f"REGISTRY_SECRET_KEY is a default this project shipped, known to anyone; {fix}"
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        return (
+            f"REGISTRY_SECRET_KEY has {len(key)} characters, fewer than "
+            f"{MIN_SECRET_KEY_LENGTH}; {fix}"
+        )
+    if len(set(key)) < 8:
+        return f"REGISTRY_SECRET_KEY repeats too few characters to be secret; {fix}"
+    return None
+
+
+class WeakSecretKey(ValueError):
+    """REGISTRY_SECRET_KEY is unset, short or public: anyone could forge a signed-in session."""
+
+
+def checked_secret_key(key: str | None) -> str:
+    """``key`` when it may sign sessions; WeakSecretKey (naming REGISTRY_SECRET_KEY) if not."""
+    problem = secret_key_problem(key)
+    if problem is not None or key is None:
+        raise WeakSecretKey(problem)
+    return key
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -37,7 +79,9 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     mlflow_tracking_uri: str = "sqlite:///var/mlflow.db"
     mlflow_artifact_root: str = "var/mlartifacts"
-    secret_key: str = "dev-insecure-change-me"
+    #: Signs sessions and CSRF tokens. No default: ``registry serve`` and ``create_app`` refuse
+    #: to run without a strong one (see ``secret_key_problem``).
+    secret_key: str | None = None
     lease_seconds: int = 60
     server_url: str = DEFAULT_SERVER_URL
     token: str | None = None
@@ -46,6 +90,11 @@ class Settings:
     secure_cookies: bool = True
     #: Base URL of the MLflow UI, for links from run pages (None: no links).
     mlflow_ui_url: str | None = None
+    #: Worker: the folder ``file:`` datasets are read from (relative to the working directory).
+    data_root: str = DEFAULT_DATA_ROOT
+    #: REGISTRY_TLS=1: browsers reach the service over HTTPS (a TLS proxy in front); every
+    #: response then carries Strict-Transport-Security and session cookies are Secure.
+    tls: bool = False
     #: Sign-in throttling: failed sign-ins (web form) per account, and per client address, in
     #: one window; failed bearer tokens (API) per client address in the same window.
     signin_failures: int = 10
@@ -74,13 +123,15 @@ class Settings:
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI", cls.mlflow_tracking_uri),
             mlflow_artifact_root=env.get("MLFLOW_ARTIFACT_ROOT", cls.mlflow_artifact_root),
-            secret_key=env.get("REGISTRY_SECRET_KEY", cls.secret_key),
+            secret_key=env.get("REGISTRY_SECRET_KEY") or None,
             lease_seconds=int(env.get("REGISTRY_LEASE_SECONDS", "60")),
             server_url=env.get("REGISTRY_URL", DEFAULT_SERVER_URL),
             token=env.get("REGISTRY_TOKEN") or None,
-            secure_cookies=env.get("REGISTRY_INSECURE_COOKIES", "").lower()
-            not in ("1", "true", "yes"),
+            secure_cookies=_flag(env, "REGISTRY_TLS")
+            or not _flag(env, "REGISTRY_INSECURE_COOKIES"),
             mlflow_ui_url=env.get("MLFLOW_UI_URL") or None,
+            data_root=env.get("REGISTRY_DATA_ROOT") or DEFAULT_DATA_ROOT,
+            tls=_flag(env, "REGISTRY_TLS"),
             signin_failures=_count(env, "REGISTRY_SIGNIN_FAILURES", cls.signin_failures),
             signin_address_failures=_count(
                 env, "REGISTRY_SIGNIN_ADDRESS_FAILURES", cls.signin_address_failures

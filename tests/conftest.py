@@ -69,7 +69,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         database_url=db_url,
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         mlflow_artifact_root=str(tmp_path / "mlartifacts"),
-        secret_key="test-secret",
+        secret_key="test-only-session-key-never-used-outside-tests",
         lease_seconds=60,
     )
 

@@ -9,6 +9,7 @@ recorded on the run. The worker speaks to the service over HTTP only.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import shutil
@@ -328,7 +329,9 @@ def warm_up(settings: Settings) -> tuple[Execute, Any]:
     tracker = MlflowTracker(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
     tracker.client.search_experiments(max_results=1)  # creates a fresh store's tables now
     log.info("warm: imports and MLflow store ready in %.1fs", time.monotonic() - started)
-    return execute, tracker
+    data_root = Path(settings.data_root).resolve()  # fixed now: a later chdir cannot move it
+    log.info("file: datasets are read from %s (REGISTRY_DATA_ROOT) and nowhere else", data_root)
+    return functools.partial(execute, data_root=data_root), tracker
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from registry.document.rules import file_dataset_problem
+from registry.settings import DEFAULT_DATA_ROOT
+
+log = logging.getLogger(__name__)
 
 LICENSES_DIR = Path("/usr/share/common-licenses")
 
@@ -33,18 +41,68 @@ def _licenses_text() -> bytes:
 BUILTINS = {"pydoc": _pydoc_text, "licenses": _licenses_text}
 
 
-def load_corpus(dataset: str) -> bytes:
-    """The raw bytes of `builtin:<name>` or `file:<path>`."""
+def load_corpus(dataset: str, data_root: str | Path = DEFAULT_DATA_ROOT) -> bytes:
+    """The raw bytes of `builtin:<name>`, or of `file:<path>` inside `data_root`."""
     scheme, _, name = dataset.partition(":")
     if scheme == "builtin" and name in BUILTINS:
         return BUILTINS[name]()
-    if scheme == "file":
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise DatasetError(f"data.dataset: no such file {path}")
-        return path.read_bytes()
+    if scheme == "file" and name.strip():
+        return _read_inside(Path(data_root), name)
     known = ", ".join(f"builtin:{n}" for n in BUILTINS)
     raise DatasetError(f"data.dataset: unknown dataset {dataset!r}; use {known} or file:<path>")
+
+
+def _read_inside(root: Path, name: str) -> bytes:
+    """The bytes of the file `name` inside `root`.
+
+    Missing, outside the root (by its real path, symlinks followed) or not a regular file: one
+    error, raised from one place with no cause attached, so that neither its message nor its
+    traceback tells an outsider whether a file exists elsewhere on this machine.
+    """
+    fd, why = _open_inside(root, name)
+    if fd is None:
+        log.warning("data.dataset file:%s refused: %s (data root %s)", name, why, root.resolve())
+        raise DatasetError(
+            f"data.dataset: file:{name} is not a readable file inside the worker's data root "
+            "(REGISTRY_DATA_ROOT)"
+        )
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _open_inside(root: Path, name: str) -> tuple[int | None, str]:
+    """A read-only descriptor of the regular file `name` names inside `root`, or why not."""
+    problem = file_dataset_problem(name)
+    if problem is not None:
+        return None, problem
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, name))
+    if not _inside(real, real_root):
+        return None, f"its real path {real} is outside the data root"
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(real, flags)  # O_NONBLOCK: a FIFO must not hang the worker
+    except OSError as exc:
+        return None, exc.strerror or "cannot be opened"
+    # A folder on the way may have been swapped for a symlink since the check: judge what
+    # was opened, not the name.
+    opened = _descriptor_path(fd) or real
+    if not stat.S_ISREG(os.fstat(fd).st_mode) or not _inside(opened, real_root):
+        os.close(fd)
+        return None, f"{opened} is not a regular file inside the data root"
+    return fd, ""
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _descriptor_path(fd: int) -> str | None:
+    """The path the kernel holds for `fd` (Linux /proc), or None where there is no /proc."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 def dataset_sha256(raw: bytes) -> str:
@@ -54,7 +112,7 @@ def dataset_sha256(raw: bytes) -> str:
 
 def split_bytes(raw: bytes, validation_fraction: float) -> tuple[bytes, bytes]:
     """Contiguous split: the last `validation_fraction` of the corpus is validation."""
-    cut = len(raw) - int(round(len(raw) * validation_fraction))
+    cut = len(raw) - round(len(raw) * validation_fraction)
     return raw[:cut], raw[cut:]
 
 

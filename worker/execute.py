@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from registry.settings import DEFAULT_DATA_ROOT
 from worker import data as corpus
 from worker.evaluation import PROMPT_TOKENS, evaluate_loss, sample
 from worker.model import build_model
@@ -70,6 +71,8 @@ class _Context:
     on_progress: OnProgress
     workdir: Path
     raw: bytes = b""
+    #: Where `file:` datasets are read from (REGISTRY_DATA_ROOT); nothing outside it is read.
+    data_root: Path = Path(DEFAULT_DATA_ROOT)
 
     @property
     def seed(self) -> int:
@@ -92,6 +95,8 @@ def execute(
     should_stop: ShouldStop,
     on_progress: OnProgress,
     workdir: Path,
+    *,
+    data_root: str | Path = DEFAULT_DATA_ROOT,
 ) -> Result:
     """Run `job` (a claim: run, config, lease, from_run); raises Stopped or the run's error."""
     from registry.document.spec import flatten
@@ -111,6 +116,7 @@ def execute(
 
     progress({"phase": "started"})
     ctx = _Context(job, doc, tracker, device, should_stop, progress, Path(workdir))
+    ctx.data_root = Path(data_root)
     try:
         metrics, provenance = _run(ctx)
     except BaseException as exc:
@@ -126,7 +132,7 @@ def _run(ctx: _Context) -> tuple[dict[str, float], dict[str, Any]]:
     from registry.document.spec import dump
 
     seed_everything(ctx.seed, ctx.device)
-    ctx.raw = corpus.load_corpus(ctx.doc["data"]["dataset"])
+    ctx.raw = corpus.load_corpus(ctx.doc["data"]["dataset"], ctx.data_root)
     provenance = collect(ctx.doc, corpus.dataset_sha256(ctx.raw), ctx.device, ctx.seed)
     ctx.tracker.log_artifact_text(dump(dict(ctx.doc), "yaml"), "config.yaml")
     ctx.tracker.log_artifact_text(json.dumps(provenance, indent=2), "provenance.json")

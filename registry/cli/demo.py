@@ -26,17 +26,21 @@ def demo(timeout: float) -> None:
     """End to end on the embedded default: train the tiny-cpu preset with one local worker."""
     from alembic import command
 
-    from registry.cli.devstack import make_tokens
+    from registry.cli.devstack import make_tokens, service_secret
     from registry.migrations import alembic_config
 
     settings = current_settings()
     var = Path("var")
     var.mkdir(exist_ok=True)
+    try:
+        secret = service_secret(settings, var)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo("1/5 migrating the database ...")
     command.upgrade(alembic_config(settings.database_url), "head")
     admin, worker_token = make_tokens(settings, f"demo-{secrets.token_hex(3)}")
     click.echo("2/5 starting the service ...")
-    with _service(settings, var) as url:
+    with _service(settings, var, secret) as url:
         run = _queue_demo_run(url, admin)
         click.echo(f"4/5 training run {run['id']} with one local worker (a minute or so) ...")
         _work_once(settings, url, worker_token, run["queue"], var, timeout)
@@ -51,18 +55,17 @@ def demo(timeout: float) -> None:
 class _service:
     """``registry serve`` on a free port for the demo's lifetime; yields its URL."""
 
-    def __init__(self, settings: Any, var: Path) -> None:
-        self.settings, self.var = settings, var
+    def __init__(self, settings: Any, var: Path, secret: str) -> None:
+        self.settings, self.var, self.secret = settings, var, secret
 
     def __enter__(self) -> str:
-        from registry.cli.devstack import BIN, child_env, free_port, spawn, wait_healthy
+        from registry.cli.devstack import BIN, SECRET_ENV, child_env, free_port, spawn, wait_healthy
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         args = [str(BIN / "registry"), "serve", "--port", str(port), "--workers", "1"]
-        self.child = spawn(
-            "registry serve", args, child_env(self.settings, url), self.var / "demo-service.log"
-        )
+        env = {**child_env(self.settings, url), SECRET_ENV: self.secret}
+        self.child = spawn("registry serve", args, env, self.var / "demo-service.log")
         try:
             wait_healthy(self.child, f"{url}/api/v1/health", 60)
         except BaseException:

@@ -9,6 +9,7 @@ and on Ctrl-C stops every child it started, by PID.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,13 +22,16 @@ from pathlib import Path
 import requests
 from sqlalchemy.engine import make_url
 
-from registry.settings import Settings
+from registry.settings import Settings, secret_key_problem
 
 BIN = Path(sys.executable).parent
 SERVICE_PORT = 5000
 MLFLOW_PORT = 5001
 FIRST_PRESET = "tiny-cpu"
 FIRST_CONFIG = "tiny-cpu"
+#: The stack's own session key, under var/: created once, mode 0600, reused by later runs.
+SECRET_KEY_FILE = "secret_key"
+SECRET_ENV = "REGISTRY_SECRET_KEY"
 
 
 @dataclass
@@ -56,12 +60,17 @@ class Child:
 
 
 def spawn(name: str, args: Sequence[str], env: Mapping[str, str], log: Path | None) -> Child:
-    """Start ``args`` in a new process group, output to ``log`` (or this terminal)."""
+    """Start ``args`` in a new process group, output to ``log`` (or this terminal).
+
+    The session key is passed on only where ``env`` names it (the service): a worker never
+    holds it, so a run that leaks its environment cannot leak the key.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
     out = open(log, "ab") if log is not None else None  # noqa: SIM115 - the child owns it
     try:
         popen = subprocess.Popen(
             list(args),
-            env={**os.environ, **env},
+            env={**inherited, **env},
             stdout=out,
             stderr=out,
             start_new_session=True,
@@ -107,6 +116,7 @@ def child_env(settings: Settings, server_url: str, token: str | None = None) -> 
         "MLFLOW_ARTIFACT_ROOT": settings.mlflow_artifact_root,
         "REGISTRY_LEASE_SECONDS": str(settings.lease_seconds),
         "REGISTRY_URL": server_url,
+        "REGISTRY_DATA_ROOT": str(Path(settings.data_root).resolve()),
         "HF_HUB_OFFLINE": "1",
         "MLFLOW_UI_URL": f"http://127.0.0.1:{MLFLOW_PORT}",
         # Plain http on loopback: a Secure-only session cookie would not come back.
@@ -115,6 +125,34 @@ def child_env(settings: Settings, server_url: str, token: str | None = None) -> 
     if token:
         env["REGISTRY_TOKEN"] = token
     return env
+
+
+def dev_secret_key(var: Path) -> str:
+    """The key in ``var/secret_key``: random, written once with mode 0600, then reused."""
+    path = var / SECRET_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)  # tighten a copy whose mode was loosened
+        key = path.read_text(encoding="utf-8").strip()
+        problem = secret_key_problem(key)
+        if problem is not None:
+            raise RuntimeError(f"{path}: {problem} (or delete the file for a new key)") from None
+        return key
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(key + "\n")
+    return key
+
+
+def service_secret(settings: Settings, var: Path) -> str:
+    """REGISTRY_SECRET_KEY when it is set (it must be strong), else the stack's own key."""
+    if settings.secret_key is None:
+        return dev_secret_key(var)
+    problem = secret_key_problem(settings.secret_key)
+    if problem is not None:
+        raise RuntimeError(f"{problem}, or unset it to use a key made under {var}/")
+    return settings.secret_key
 
 
 def make_tokens(settings: Settings, name: str) -> tuple[str, str]:
@@ -168,6 +206,7 @@ def start_stack(settings: Settings, var: Path) -> tuple[list[Child], str]:
     for port in (SERVICE_PORT, MLFLOW_PORT):
         if port_in_use(port):
             raise RuntimeError(f"port {port} is already in use; stop what listens there first")
+    secret = service_secret(settings, var)
     admin, worker_token = make_tokens(settings, "devstack")
     env = child_env(settings, service_url)
     children = []
@@ -175,7 +214,7 @@ def start_stack(settings: Settings, var: Path) -> tuple[list[Child], str]:
         service = spawn(
             "registry serve",
             [str(BIN / "registry"), "serve", "--port", str(SERVICE_PORT)],
-            env,
+            {**env, SECRET_ENV: secret},
             var / "service.log",
         )
         children.append(service)
@@ -225,22 +264,8 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the stack the way Ctrl-C does
 
 
-def main() -> int:
-    """Run the stack until Ctrl-C (or SIGTERM), then stop every child."""
-    settings = Settings.from_env()
-    var = Path("var")
-    var.mkdir(exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)
-    print("starting the registry, a worker and the MLflow UI (logs under var/) ...", flush=True)
-    try:
-        children, admin = start_stack(settings, var)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        first = queue_first_run(f"http://127.0.0.1:{SERVICE_PORT}", admin)
-    except Exception as exc:  # noqa: BLE001 - the stack is still useful without the first run
-        first = f"could not queue the first run: {exc}"
+def _welcome(first: str, admin: str) -> None:
+    """Where everything is, and the admin token."""
     print(
         f"""
   registry (web UI and API)  http://127.0.0.1:{SERVICE_PORT}/
@@ -258,6 +283,26 @@ def main() -> int:
 Ctrl-C stops everything.""",
         flush=True,
     )
+
+
+def main() -> int:
+    """Run the stack until Ctrl-C (or SIGTERM), then stop every child."""
+    settings = Settings.from_env()
+    var = Path("var")
+    var.mkdir(exist_ok=True)
+    Path(settings.data_root).mkdir(parents=True, exist_ok=True)  # where file: datasets go
+    signal.signal(signal.SIGTERM, _interrupt)
+    print("starting the registry, a worker and the MLflow UI (logs under var/) ...", flush=True)
+    try:
+        children, admin = start_stack(settings, var)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        first = queue_first_run(f"http://127.0.0.1:{SERVICE_PORT}", admin)
+    except Exception as exc:  # the stack is still useful without the first run
+        first = f"could not queue the first run: {exc}"
+    _welcome(first, admin)
     try:
         while all(child.alive() for child in children):
             time.sleep(0.5)

@@ -9,7 +9,7 @@ from gunicorn.app.base import BaseApplication
 
 from registry.cli.context import current_settings
 from registry.models import ROLES
-from registry.settings import Settings
+from registry.settings import Settings, secret_key_problem
 
 
 @click.group()
@@ -77,7 +77,21 @@ def token_revoke(name: str) -> None:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve the web UI and the API with gunicorn."""
+    """Serve the web UI and the API with gunicorn (behind nginx in production: docs/deploy.md).
+
+    Exits 2 without serving when REGISTRY_SECRET_KEY is unset, weak or a shipped default.
+    """
+    settings = current_settings()
+    problem = secret_key_problem(settings.secret_key)
+    if problem is not None:
+        click.secho(f"error: {problem}", fg="red", err=True)
+        click.get_current_context().exit(2)
+    if not _is_loopback(host):
+        click.echo(
+            f"warning: serving on {host} directly; slow clients can hold every gunicorn thread. "
+            "Put the buffering proxy of deploy/ in front (docs/deploy.md).",
+            err=True,
+        )
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     options = {
         "bind": bind,
@@ -90,7 +104,18 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         "errorlog": "-",
         "proc_name": "registry",
     }
-    GunicornServer(current_settings(), options).run()
+    GunicornServer(settings, options).run()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -155,18 +156,39 @@ def validation_fraction_range(doc: dict[str, Any]) -> Iterator[Issue]:
         )
 
 
+def file_dataset_problem(path: str) -> str | None:
+    """Why ``file:<path>`` cannot name a file inside the worker's data root, or None.
+
+    The worker reads ``file:`` datasets only from REGISTRY_DATA_ROOT; a path that is absolute,
+    starts with ``~``, climbs out with ``..`` or hides a NUL could name any file on the machine.
+    """
+    relative = "give a path relative to the worker's data root (REGISTRY_DATA_ROOT)"
+    if "\x00" in path:
+        return f"a file: path may not contain a NUL character; {relative}"
+    if path.startswith("~"):
+        return f"file:{path} starts with '~', which is not expanded; {relative}"
+    if path.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", path):
+        return f"file:{path} is an absolute path; {relative}"
+    if ".." in re.split(r"[/\\]", path):
+        return f"file:{path} has a '..' segment, which could leave the data root; {relative}"
+    return None
+
+
 @rule("data.dataset")
 def dataset_source(doc: dict[str, Any]) -> Iterator[Issue]:
-    """The corpus must be one the worker can load with no network."""
+    """The corpus must be one the worker can load with no network, from inside its data root."""
     dataset = doc["data"]["dataset"]
     if dataset in ("builtin:pydoc", "builtin:licenses"):
         return
     if dataset.startswith("file:") and dataset[5:].strip():
+        problem = file_dataset_problem(dataset[5:])
+        if problem is not None:
+            yield error("data.dataset", problem)
         return
     yield error(
         "data.dataset",
-        f"unknown dataset {dataset!r}; use builtin:pydoc, "
-        "builtin:licenses or file:<path to a UTF-8 text file on the worker>",
+        f"unknown dataset {dataset!r}; use builtin:pydoc, builtin:licenses or "
+        "file:<path of a UTF-8 text file, relative to the worker's REGISTRY_DATA_ROOT>",
     )
 
 

@@ -17,17 +17,22 @@ from registry.http.api import bp as api_bp
 from registry.http.limits import BodyLimit, refuse_oversized
 from registry.http.params import IdConverter, VersionRefConverter
 from registry.http.web import bp as web_bp
-from registry.settings import Settings
+from registry.settings import Settings, checked_secret_key
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
-    """Build the Flask app for ``settings`` (read from the environment when omitted)."""
+    """Build the Flask app for ``settings`` (read from the environment when omitted).
+
+    WeakSecretKey when ``settings.secret_key`` is unset, short or a shipped default: the app
+    never signs sessions with a key an outsider could know.
+    """
     settings = settings or Settings.from_env()
+    secret_key = checked_secret_key(settings.secret_key)
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config.update(
-        SECRET_KEY=settings.secret_key,
+        SECRET_KEY=secret_key,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )

@@ -23,6 +23,7 @@ import yaml
 from registry.client import Client
 from registry.document import spec
 from registry.errors import Unauthorized
+from tests.support.procs import SECRET_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +127,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [registry_exe(), "serve", "--port", str(port), "--workers", "2"],
-        env=env,
+        env={**env, "REGISTRY_SECRET_KEY": SECRET_KEY},
         cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ by name. Output goes to a log file under the test's tmp_path, printed when a wai
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,6 +26,9 @@ from werkzeug.serving import make_server
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
+#: The session key of every ``registry serve`` these helpers start (serve refuses to run without
+#: a strong one); random per test session, so it is never a value anyone could know.
+SECRET_KEY = secrets.token_urlsafe(48)
 
 
 def free_port() -> int:
@@ -134,10 +138,11 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def start_server(env: Mapping[str, str], log: Path, workers: int = 2) -> Server:
-    """``registry serve`` on a free port; returns once /health answers."""
+    """``registry serve`` on a free port (with SECRET_KEY unless ``env`` names a key); returns
+    once /health answers."""
     port = free_port()
     args = [str(BIN / "registry"), "serve", "--port", str(port), "--workers", str(workers)]
-    proc = start(args, env, log)
+    proc = start(args, {"REGISTRY_SECRET_KEY": SECRET_KEY, **env}, log)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:

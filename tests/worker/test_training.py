@@ -37,9 +37,9 @@ def test_corpora_load_and_split_contiguously() -> None:
 
 def test_file_dataset(tmp_path: Path) -> None:
     (tmp_path / "c.txt").write_text("hello")
-    assert data.load_corpus(f"file:{tmp_path / 'c.txt'}") == b"hello"
-    with pytest.raises(data.DatasetError, match="no such file"):
-        data.load_corpus(f"file:{tmp_path / 'missing.txt'}")
+    assert data.load_corpus("file:c.txt", tmp_path) == b"hello"
+    with pytest.raises(data.DatasetError, match="not a readable file inside"):
+        data.load_corpus("file:missing.txt", tmp_path)
 
 
 def test_batches_are_seeded_and_shifted() -> None:
@@ -226,7 +226,7 @@ def test_should_stop_raises_stopped_and_kills_the_mlflow_run(tracker_factory, tm
 
 
 def test_an_error_fails_the_mlflow_run(tracker_factory, tmp_path) -> None:
-    doc = tiny_doc(data={"dataset": f"file:{tmp_path / 'missing.txt'}"})
+    doc = tiny_doc(data={"dataset": "file:missing.txt"})
     with pytest.raises(data.DatasetError) as info:
         execute(
             make_job(doc, name="broken"),

@@ -10,6 +10,7 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from registry.http import context
+from registry.settings import HSTS
 
 #: Only our own scripts and styles; no inline code, no framing, no plugins.
 CSP = (
@@ -43,6 +44,8 @@ def install(app: Flask) -> None:
     )
     CSRFProtect(app)  # create_app exempts the bearer-token API (no cookies, nothing to forge)
     app.after_request(_security_headers)
+    if settings.tls:  # served over HTTPS (REGISTRY_TLS=1): browsers must never fall back to HTTP
+        app.after_request(_strict_transport_security)
     app.register_error_handler(CSRFError, _csrf_refused)
     _template_helpers(app)
 
@@ -54,6 +57,11 @@ def _security_headers(response: Response) -> Response:
         response.headers.setdefault("Cache-Control", "public, max-age=3600")
     else:
         response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _strict_transport_security(response: Response) -> Response:
+    response.headers["Strict-Transport-Security"] = HSTS
     return response
 
 

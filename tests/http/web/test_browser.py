@@ -59,7 +59,7 @@ def _env(settings: Settings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "MLFLOW_ARTIFACT_ROOT": settings.mlflow_artifact_root,
         "REGISTRY_INSECURE_COOKIES": "1",  # plain HTTP on 127.0.0.1
-        "REGISTRY_SECRET_KEY": "browser-test-secret",
+        "REGISTRY_SECRET_KEY": settings.secret_key or "",
         "MLFLOW_UI_URL": "http://127.0.0.1:5001",
         "HF_HUB_OFFLINE": "1",
     }
