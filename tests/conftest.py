@@ -103,6 +103,6 @@ def tokens(engine: Engine) -> dict[str, str]:
 
 
 @pytest.fixture
-def auth(tokens: dict[str, str]):  # noqa: ANN201
+def auth(tokens: dict[str, str]):
     """``auth(role)`` -> the headers for a request made with that role's token."""
     return lambda role="admin": {"Authorization": f"Bearer {tokens[role]}"}

@@ -14,6 +14,7 @@ first end-of-sequence token):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,7 +75,7 @@ def distinct_2(continuations: Sequence[Sequence[int]]) -> float:
     """Mean over continuations of distinct bigrams / bigrams (1.0 when none has a bigram)."""
     ratios = []
     for ids in continuations:
-        bigrams = list(zip(ids, ids[1:], strict=False))
+        bigrams = list(itertools.pairwise(ids))
         if bigrams:
             ratios.append(len(set(bigrams)) / len(bigrams))
     return sum(ratios) / len(ratios) if ratios else 1.0

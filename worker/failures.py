@@ -51,7 +51,7 @@ def remedies(doc: Mapping[str, Any] | None = None) -> list[str]:
             "enable training.gradient_checkpointing (recomputes activations: much "
             "less memory, 20-35% slower)"
         )
-    return out + [smaller_batch, smaller_dim]
+    return [*out, smaller_batch, smaller_dim]
 
 
 def describe_error(exc: BaseException, doc: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def format_table(found: list[dict[str, Any]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    return "\n".join(lines) if found else "\n".join(lines + ["(no runs)"])
+    return "\n".join(lines) if found else "\n".join([*lines, "(no runs)"])
 
 
 def _number(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import time
@@ -62,7 +63,7 @@ def test_python_tags_are_rejected() -> None:
 def _billion_laughs(levels: int = 9) -> str:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     names = "abcdefghijklmnop"
-    for prev, name in zip(names, names[1:levels], strict=False):
+    for prev, name in itertools.pairwise(names):
         lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
     return "\n".join(lines) + "\n"
 

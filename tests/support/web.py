@@ -31,4 +31,4 @@ def form_data(doc: dict[str, Any]) -> dict[str, str]:
     from registry.http.web.configform import values_of
 
     values = values_of(doc)
-    return {k: v for k, v in values.items() if not (v == "false")}
+    return {k: v for k, v in values.items() if v != "false"}

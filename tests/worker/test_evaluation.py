@@ -53,7 +53,7 @@ def test_evaluate_loss_of_a_perfect_model() -> None:
     class Echo(torch.nn.Module):
         """Predicts the next token as input + 1, with certainty."""
 
-        def forward(self, input_ids: torch.Tensor, use_cache: bool = False):  # noqa: ARG002
+        def forward(self, input_ids: torch.Tensor, use_cache: bool = False):
             logits = torch.full((*input_ids.shape, 10), -1e4)
             logits.scatter_(-1, (input_ids + 1).unsqueeze(-1) % 10, 1e4)
             return type("Out", (), {"logits": logits})()

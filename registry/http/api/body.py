@@ -27,10 +27,7 @@ def json_body() -> dict[str, Any]:
         raise BadRequest("the request body is empty; send a JSON object")
     ctype = (request.mimetype or "").lower()
     text = _decode(data)
-    if "yaml" in ctype:
-        obj = parse_document(text, "yaml")
-    else:
-        obj = parse_json(text)
+    obj = parse_document(text, "yaml") if "yaml" in ctype else parse_json(text)
     if not isinstance(obj, dict):
         raise BadRequest("the request body must be a JSON object")
     check_text(obj)

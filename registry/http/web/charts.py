@@ -65,7 +65,7 @@ def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
         return points
     stride = len(points) / MAX_POINTS
     kept = [points[int(i * stride)] for i in range(MAX_POINTS)]
-    return kept + [points[-1]]
+    return [*kept, points[-1]]
 
 
 def line_chart(title: str, series: list[Series], x_label: str = "step") -> Chart:

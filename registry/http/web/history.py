@@ -62,7 +62,7 @@ def read_history(
                 history.curves[key] = sorted((int(m.step), float(m.value)) for m in points)
         if samples:
             history.samples = _samples(client, mlflow_run_id)
-    except Exception as exc:  # noqa: BLE001 - a missing run or store must not break the page
+    except Exception as exc:  # a missing run or store must not break the page
         log.warning("could not read MLflow run %s: %s", mlflow_run_id, exc)
         history.problem = f"MLflow could not show run {mlflow_run_id}"
     return history
@@ -72,7 +72,7 @@ def _samples(client: Any, mlflow_run_id: str) -> str | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = client.download_artifacts(mlflow_run_id, "samples.txt", tmp)
-        except Exception:  # noqa: BLE001 - no samples stored for this run
+        except Exception:  # no samples stored for this run
             return None
         return Path(local).read_text(encoding="utf-8", errors="replace")[:MAX_SAMPLE_CHARS]
 
