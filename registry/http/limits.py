@@ -24,6 +24,9 @@ __all__ = ["TOO_LARGE", "BodyLimit", "refuse_oversized"]
 #: The environ key that marks a streamed body as over the limit.
 TOO_LARGE = "registry.body_too_large"
 _CHUNK = 64 * 1024
+#: How much more of a refused body is read and dropped, so that the client, still sending,
+#: reads the 413 instead of a reset connection; past this the connection is simply closed.
+DRAIN_BYTES = 8 * 1024 * 1024
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -42,6 +45,7 @@ class BodyLimit:
             data = _read_at_most(environ["wsgi.input"], self.limit + 1)
             if len(data) > self.limit:
                 environ[TOO_LARGE] = True
+                _drain(environ["wsgi.input"], DRAIN_BYTES)
                 data = b""
             # Now an ordinary sized body, read as one (Werkzeug takes any chunked header to
             # mean "no length", so that goes).
@@ -73,12 +77,24 @@ def _read_at_most(stream: Any, most: int) -> bytes:
     return bytes(out)
 
 
+def _drain(stream: Any, most: int) -> None:
+    read = 0
+    while read < most:
+        block = stream.read(min(_CHUNK, most - read))
+        if not block:
+            return
+        read += len(block)
+
+
 def refuse_oversized() -> None:
     """(before_request) 413 for a body over the limit, whether or not the view would read it."""
     limit = request.max_content_length
     if request.environ.get(TOO_LARGE) or (
         limit is not None and (request.content_length or 0) > limit
     ):
+        if not request.environ.get(TOO_LARGE):
+            # A sized body still on the wire: drop (a bounded amount of) it before answering.
+            _drain(request.environ["wsgi.input"], min(request.content_length or 0, DRAIN_BYTES))
         raise PayloadTooLarge(f"the request body is larger than {_size(limit)}; send less")
 
 

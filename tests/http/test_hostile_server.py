@@ -46,11 +46,14 @@ def send(server: Server, path: str, data: bytes, headers: dict[str, str], chunke
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
-        if chunked:
-            pieces = (data[i : i + 65536] for i in range(0, len(data), 65536))
-            conn.request("POST", path, body=pieces, headers=headers, encode_chunked=True)
-        else:
-            conn.request("POST", path, body=data, headers=headers)
+        try:
+            if chunked:
+                pieces = (data[i : i + 65536] for i in range(0, len(data), 65536))
+                conn.request("POST", path, body=pieces, headers=headers, encode_chunked=True)
+            else:
+                conn.request("POST", path, body=data, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered before reading it all: its answer is still there
         answer = conn.getresponse()
         return answer.status, answer.read()
     finally:
