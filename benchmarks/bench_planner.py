@@ -106,13 +106,12 @@ def variants(kind: str, ablate: bool) -> dict[str, tuple[bool, list[Patch]]]:
     """Variant name -> (planned, the patches (module, attribute, value) it runs under).
 
     ``ablate`` adds the planner with one threshold at zero, which turns its branch off:
-    ``COUNT_CAP`` (never drive from a term), ``GROUP_ROWS`` (no walk of a param's values),
-    ``MAX_LISTED_VERSIONS`` (param clauses stay subqueries)."""
+    ``GROUP_ROWS`` (no walk of a param's values), ``MAX_LISTED_VERSIONS`` (param clauses
+    stay subqueries)."""
     from registry.query import compile, plan
 
     out: dict[str, tuple[bool, list[Patch]]] = {"plain": (False, []), "planner": (True, [])}
     if ablate:
-        out["-drive"] = (True, [(plan, "COUNT_CAP", 0)])
         out["-group walk"] = (True, [(plan, "GROUP_ROWS", 0)])
         out["-version lists"] = (True, [(compile, "MAX_LISTED_VERSIONS", 0)])
     return out

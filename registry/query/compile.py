@@ -61,12 +61,12 @@ assert COLUMNS.keys() == COLUMN_KEYS.keys()
 
 
 class _NoIndex(ColumnElement[Any]):
-    """``+column`` on SQLite (``column + 0`` for numbers on PostgreSQL): the same value, but
-    the planner cannot use an index for a term or an order on it (SQLite's documented way to
-    steer it), so another term drives the query."""
+    """``+column`` on SQLite: the same value, but the planner cannot use an index for a term
+    on it (SQLite's documented way to steer it), so the order's index is walked instead."""
 
     inherit_cache = True
-    _traverse_internals = [("col", InternalTraversal.dp_clauseelement)]
+    # SQLAlchemy declares this a (list) instance attribute, so it cannot be a ClassVar.
+    _traverse_internals = [("col", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
 
     def __init__(self, col: Any) -> None:
         self.col = col
@@ -75,20 +75,13 @@ class _NoIndex(ColumnElement[Any]):
 
 @compiles(_NoIndex)
 def _compile_plain(element: _NoIndex, compiler: Any, **kw: Any) -> str:
+    # Only SQLite is hinted; elsewhere (str() of a statement, say) it is the column itself.
     return str(compiler.process(element.col, **kw))
 
 
 @compiles(_NoIndex, "sqlite")
 def _compile_unary_plus(element: _NoIndex, compiler: Any, **kw: Any) -> str:
     return "+" + str(compiler.process(element.col, **kw))
-
-
-@compiles(_NoIndex, "postgresql")
-def _compile_plus_zero(element: _NoIndex, compiler: Any, **kw: Any) -> str:
-    # Only orders are wrapped on PostgreSQL: ``x + 0`` sorts as ``x`` but no index serves it.
-    inner = str(compiler.process(element.col, **kw))
-    numeric = isinstance(element.type, sa.Integer | sa.Float | sa.Numeric)
-    return f"({inner} + 0)" if numeric else inner
 
 
 def wrap(col: Any, hint: bool) -> Any:
@@ -104,10 +97,9 @@ Resolver = Callable[[str, ColumnElement[bool]], "list[int] | None"]
 class How:
     """How a filter compiles. ``hint`` (SQLite): no term can drive the query through an index
     (columns wrapped by :class:`_NoIndex`, metric clauses as correlated EXISTS probes of the
-    run's own metric row), so the order's index or a driving term chosen by
-    :func:`registry.query.plan.choose_plan` decides the access path, not SQLite's
-    statistics-free guess. ``versions``: param clauses become literal lists of version ids,
-    resolved first, which both planners size exactly (PostgreSQL cannot size
+    run's own metric row), so the order's index is walked (:func:`registry.query.plan.walk_how`),
+    not SQLite's statistics-free guess. ``versions``: param clauses become literal lists of
+    version ids, resolved first, which PostgreSQL sizes exactly (it cannot size
     ``key = k AND text = v`` on version_params: the columns correlate)."""
 
     hint: bool = False

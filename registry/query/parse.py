@@ -278,35 +278,33 @@ def resolve_key(name: str, pos: int, param_paths: Collection[str]) -> Key:
 def check_value(key: Key, op: str, value: Value, pos: int) -> Value:
     """Check ``value`` suits ``key`` and ``op``; ISO strings become datetimes for created_at."""
     if op in LIKE_OPS:
-        if (
-            not isinstance(value, str)
-            or key.kind == "metric"
-            or _column_type(key)
-            not in (
-                None,
-                "text",
-            )
-        ):
-            raise parse_error("LIKE needs a text key and a string pattern", pos, "a quoted pattern")
-        if re.search(r"(?<!\\)(?:\\\\)*\\$", value):
-            raise parse_error("a LIKE pattern cannot end with a lone backslash", pos, "a pattern")
-        return value
-    if value is None or isinstance(value, bool):
-        if op not in ("=", "!=", "IN"):
-            raise parse_error(f"{op} cannot compare with {_show(value)}", pos, "a number or string")
-    kind = "metric" if key.kind == "metric" else _column_type(key)
+        return _check_pattern(key, value, pos)
+    if (value is None or isinstance(value, bool)) and op not in ("=", "!=", "IN"):
+        raise parse_error(f"{op} cannot compare with {_show(value)}", pos, "a number or string")
     if value is None:
         return value
-    if kind == "metric" and (isinstance(value, bool) or not isinstance(value, int | float)):
+    kind = "metric" if key.kind == "metric" else _column_type(key)
+    if kind == "datetime":
+        return _parse_datetime(value, pos)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "metric" and not number:
         raise parse_error("metrics are numbers", pos, "a number")
-    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int | float)):
+    if kind == "int" and not number:
         raise parse_error(f"{key.name} is a number", pos, "a number")
     if kind == "text" and not isinstance(value, str):
         raise parse_error(f"{key.name} is text", pos, "a quoted string")
     if kind == "bool" and not isinstance(value, bool):
         raise parse_error(f"{key.name} is true or false", pos, "true, false or null")
-    if kind == "datetime":
-        return _parse_datetime(value, pos)
+    return value
+
+
+def _check_pattern(key: Key, value: Value, pos: int) -> str:
+    """A LIKE pattern: a string, for a text key (a param, or a text column)."""
+    text_key = key.kind != "metric" and _column_type(key) in (None, "text")
+    if not isinstance(value, str) or not text_key:
+        raise parse_error("LIKE needs a text key and a string pattern", pos, "a quoted pattern")
+    if re.search(r"(?<!\\)(?:\\\\)*\\$", value):
+        raise parse_error("a LIKE pattern cannot end with a lone backslash", pos, "a pattern")
     return value
 
 

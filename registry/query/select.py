@@ -3,8 +3,9 @@
 :func:`select_page` builds ``SELECT runs, <sort values>`` for one part of a page. A param or
 metric order is two parts: the runs holding a value (``present``, inner-joined to the index
 row, so the ``(key, value, id)`` index yields them in order and LIMIT stops early), then those
-lacking it (``lacking``, by id). How the filter compiles and what drives the select is a
-:class:`Plan`, chosen by :mod:`registry.query.plan`.
+lacking it (``lacking``, by id). How the filter compiles is a
+:class:`registry.query.compile.How`, chosen by :mod:`registry.query.plan`; the default compiles
+it plainly, which is the plain compiled query (``search_runs(planned=False)``).
 """
 
 from __future__ import annotations
@@ -32,23 +33,6 @@ from registry.query.compile import (
 )
 from registry.query.parse import COLUMN_KEYS, And, Compare, In, Key, Node, Not, Or, OrderBy
 
-
-@dataclass(frozen=True)
-class Plan:
-    """How one select is shaped: how its filter compiles, and (SQLite) the term that drives it.
-
-    With ``how.hint``, no filter term may use an index, so either ``driver`` (a selective term,
-    repeated as a plain WHERE term) reaches the candidate runs and they are sorted, or, with
-    no driver, the order's own index is walked and LIMIT stops it early. Without it the
-    database's planner decides (PostgreSQL's, with statistics and literal version lists,
-    does well)."""
-
-    how: How = PLAIN
-    driver: ColumnElement[bool] | None = None
-
-
-DEFAULT_PLAN = Plan()
-
 #: A keyset bound: the last row's sort values and id (None: past all ties of the values).
 After = tuple[list[Any], int | None]
 
@@ -59,13 +43,13 @@ def select_page(
     limit: int,
     after: After | None,
     part: str = "all",
-    plan: Plan = DEFAULT_PLAN,
+    how: How = PLAIN,
     versions: list[int] | None = None,
 ) -> Any:
     """One select; ``part`` is ``all``, or for a param/metric order ``present`` or ``lacking``;
-    ``versions`` limits it to the runs of those config versions."""
+    ``how`` is how the filter compiles; ``versions`` limits it to the runs of those versions."""
     desc = bool(order and order.descending)
-    sort = _sort(order, part, driven=plan.driver is not None)
+    sort = _sort(order, part)
     width = 2 if order and order.key.kind == "param" else 1 if order else 0
     query = sort.join(sa.select(Run, *(sort.exprs or [sa.null()] * width)))
     if _uses(node, order, {"config", "version", "config_hash"}):
@@ -75,17 +59,15 @@ def select_page(
     pushed: list[Compare] = []
     if part == "present" and order is not None and order.key.kind == "metric":
         pushed = _pushed(node, order.key)
-        query = query.where(*pushdown(node, order.key, sort.exprs[0]))
+        query = query.where(*(OPS[n.op](sort.exprs[0], as_float(n.value)) for n in pushed))
     rest = _without(node, pushed)
-    version_ids, rest = _merge_params(rest, plan.how)
+    version_ids, rest = _merge_params(rest, how)
     if version_ids is not None:
-        query = query.where(wrap(Run.config_version_id, plan.how.hint).in_(version_ids))
+        query = query.where(wrap(Run.config_version_id, how.hint).in_(version_ids))
     if rest is not None:
-        query = query.where(compile_filter(rest, plan.how))
-    if plan.driver is not None:
-        query = query.where(plan.driver)
+        query = query.where(compile_filter(rest, how))
     if versions is not None:
-        query = query.where(wrap(Run.config_version_id, plan.how.hint).in_(versions))
+        query = query.where(wrap(Run.config_version_id, how.hint).in_(versions))
     if after is not None:
         values, last_id = after
         query = query.where(_after(sort, values[: len(sort.exprs)], last_id, desc))
@@ -106,31 +88,25 @@ class _Sort:
             object.__setattr__(self, "id_col", Run.id)
 
 
-def _sort(order: OrderBy | None, part: str, driven: bool = False) -> _Sort:
+def _sort(order: OrderBy | None, part: str) -> _Sort:
     """The sort of ``order``; ``part`` is ``all`` (outer join), ``present`` (inner join, the
-    runs holding a value) or ``lacking`` (the others, by id; null sort values).
-
-    ``driven`` (SQLite, when a selective term drives the query): the sort's index must not
-    serve the order, so SQLite reaches the few candidate runs first and sorts them.
-    """
+    runs holding a value) or ``lacking`` (the others, by id; null sort values)."""
     if order is None:
-        return _Sort([], lambda s: s, wrap(Run.id, driven))
+        return _Sort([], lambda s: s)
     key = order.key
     if key.kind == "column":
-        col = wrap(COLUMNS[key.name], driven)
-        return _Sort([col], lambda s: s, wrap(Run.id, driven), COLUMN_KEYS[key.name][1])
+        return _Sort([COLUMNS[key.name]], lambda s: s, nullable=COLUMN_KEYS[key.name][1])
     if part == "lacking":
         return _Sort([], lambda s: s.where(_lacking(key)))
     if key.kind == "metric":
         rm = aliased(RunMetric)
-        on = sa.and_(rm.run_id == Run.id, wrap(rm.key, driven) == key.name)
+        on = sa.and_(rm.run_id == Run.id, rm.key == key.name)
         if part == "present":
             # value is NOT NULL and run_id = runs.id: the (key, value, run_id) index is the order.
-            value = wrap(rm.value, driven)
-            return _Sort([value], lambda s: s.join(rm, on), rm.run_id, nullable=False)
+            return _Sort([rm.value], lambda s: s.join(rm, on), rm.run_id, nullable=False)
         return _Sort([rm.value], lambda s: s.outerjoin(rm, on))
     vp = aliased(VersionParam)
-    on = sa.and_(vp.version_id == Run.config_version_id, wrap(vp.key, driven) == key.name)
+    on = sa.and_(vp.version_id == Run.config_version_id, vp.key == key.name)
     if part == "present":
         on = sa.and_(on, sa.or_(vp.num.is_not(None), vp.text.is_not(None)))
         return _Sort([vp.num, vp.text], lambda s: s.join(vp, on))
@@ -157,27 +133,22 @@ def _lacking(key: Key) -> ColumnElement[bool]:
     )
 
 
-def conjuncts(node: Node | None) -> tuple[Node, ...]:
+def _conjuncts(node: Node | None) -> tuple[Node, ...]:
     """The clauses of ``node``'s top-level AND (``node`` alone when it is not an AND)."""
     return node.items if isinstance(node, And) else (node,) if node is not None else ()
 
 
 def _pushed(node: Node | None, key: Key) -> list[Compare]:
-    """The top-level AND's range tests on the metric ``key``."""
+    """The top-level AND's range tests on the metric ``key``: restated on the joined sort row
+    (:func:`select_page`), so the ordered index scan starts and stops where they say."""
     return [
         n
-        for n in conjuncts(node)
+        for n in _conjuncts(node)
         if isinstance(n, Compare)
         and n.key == key
         and n.op in ("<", "<=", ">", ">=", "=")
         and n.value is not None
     ]
-
-
-def pushdown(node: Node | None, key: Key, expr: Any) -> list[ColumnElement[bool]]:
-    """Range tests of ``node``'s top-level AND on the metric ``key``, restated on the sort
-    column ``expr`` so the ordered index scan starts and stops where they say."""
-    return [OPS[n.op](expr, as_float(n.value)) for n in _pushed(node, key)]
 
 
 def _param_item(item: Node) -> tuple[str, ColumnElement[bool]] | None:
@@ -188,8 +159,9 @@ def _param_item(item: Node) -> tuple[str, ColumnElement[bool]] | None:
         if item.op == "!=":
             return item.key.name, param_present()
     if isinstance(item, In) and item.key.kind == "param" and not item.negated:
-        if None not in item.values:
-            return item.key.name, param_in_test(list(item.values))
+        return (
+            (item.key.name, param_in_test(list(item.values))) if None not in item.values else None
+        )
     return None
 
 
@@ -200,7 +172,7 @@ def _merge_params(node: Node | None, how: How) -> tuple[list[int] | None, Node |
         return None, node
     merged: set[int] | None = None
     used: list[Node] = []
-    for item in conjuncts(node):
+    for item in _conjuncts(node):
         if (found := _param_item(item)) is not None:
             ids = how.versions(*found)
             if ids is not None:
@@ -208,7 +180,7 @@ def _merge_params(node: Node | None, how: How) -> tuple[list[int] | None, Node |
                 used.append(item)
     if merged is None:
         return None, node
-    rest = tuple(n for n in conjuncts(node) if not any(n is u for u in used))
+    rest = tuple(n for n in _conjuncts(node) if not any(n is u for u in used))
     return sorted(merged), None if not rest else rest[0] if len(rest) == 1 else And(rest)
 
 
@@ -217,7 +189,7 @@ def _without(node: Node | None, drop: list[Compare]) -> Node | None:
     where they are the same test: testing them again would build a list of every run)."""
     if not drop:
         return node
-    rest = tuple(n for n in conjuncts(node) if not any(n is d for d in drop))
+    rest = tuple(n for n in _conjuncts(node) if not any(n is d for d in drop))
     return None if not rest else rest[0] if len(rest) == 1 else And(rest)
 
 
@@ -225,10 +197,8 @@ def _after(sort: _Sort, values: list[Any], last_id: int | None, desc: bool) -> C
     """Rows strictly after (values, last_id) in the order: each value NULLS LAST, then id.
     ``last_id`` None: strictly after ``values``, past all their ties."""
     id_col = sort.id_col
-    cond: ColumnElement[bool]
-    if last_id is None:
-        cond = sa.false()
-    else:
+    cond: ColumnElement[bool] = sa.false()  # past all ties of ``values``
+    if last_id is not None:
         cond = id_col < last_id if desc else id_col > last_id
     for expr, value in reversed(list(zip(sort.exprs, values, strict=True))):
         if value is None:
