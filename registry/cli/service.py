@@ -97,7 +97,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         "bind": bind,
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": "registry.cli.serving.JsonErrorThreadWorker",
         "timeout": 60,
         "graceful_timeout": 10,
         "accesslog": "-",

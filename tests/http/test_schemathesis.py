@@ -35,11 +35,8 @@ SEED = os.environ.get("REGISTRY_FUZZ_SEED", "20261201")
 WORKER_OPERATIONS = r"^api_(claim|heartbeat|complete|release|register_worker)_post$"
 #: Failures found and not yet fixed, by (code, operation): the test xfails naming them while
 #: they are the only ones, and fails on any other. Remove an entry once its fix lands.
-KNOWN = {
-    # gunicorn refuses a request line over 4094 bytes with its own text/html 400, before the
-    # app (long filter/order_by/cursor values); registry serve's to answer in the JSON shape.
-    ("ST105", "GET /api/v1/runs"): "gunicorn's HTML 400 for a request line over 4094 bytes",
-}
+#: Failures known and not yet fixed, by (code, operation): none. An entry here xfails the test.
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _seed(server: Server, token: str) -> None:

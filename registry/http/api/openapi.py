@@ -180,6 +180,8 @@ def _derived_answers(
         shared[422] = "invalid fields; `errors` names each one"
     if params is not None:
         shared[params.invalid_status] = "a bad query parameter; `field` names it"
+        # registry serve's worker (registry.cli.serving) refuses an over-long request line.
+        shared[414] = "the URL with its query string is too long"
     if rule.arguments:
         shared[404] = "no such " + " or ".join(sorted(rule.arguments))
     if capability is None:
