@@ -299,3 +299,13 @@ def test_equality_arguments_are_values_never_filter_text(
     assert ids({"config": "tiny", "filter": "queue = 'gpu' OR kind = 'train'"}) == [a["id"]]
     bad = client.get("/api/v1/runs?status=queued&filter=status ~ 1", headers=auth())
     assert bad.status_code == 400 and bad.get_json()["position"] == 7
+
+
+def test_a_seed_override_takes_what_the_document_allows(
+    client: FlaskClient, auth: Auth, versions: None
+) -> None:
+    assert queue_run(client, auth, seed=2**32 - 1)["seed"] == 2**32 - 1
+    for bad in (2**32, -1):
+        answer = post(client, "/runs", auth("submitter"), {"config": "tiny", "seed": bad})
+        assert answer.status_code == 422, answer.get_json()
+        assert answer.get_json()["errors"][0]["field"] == "seed"

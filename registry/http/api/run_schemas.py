@@ -31,7 +31,8 @@ class CreateRunRequest(Body):
     queue: str = QueueName
     priority: int = Field(default=0, ge=-1000, le=1000)
     from_run: int | None = RunId
-    seed: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    # What training.seed allows (0..2**32-1), which the 64-bit column (migration 0005) holds.
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     force: bool = Field(default=False, description="queue a train run that already succeeded")
 
 
