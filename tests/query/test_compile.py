@@ -95,20 +95,9 @@ def evaluate(node: Node, run: dict[str, Any]) -> bool:
         return hit != node.negated
     if node.op == "NOT LIKE":
         return not evaluate(Compare(node.key, "LIKE", node.value), run)
+    if node.key.kind == "param":
+        return _evaluate_param(node, run["params"].get(node.key.name, _MISSING))
     key, op, value = node.key, node.op, node.value
-    if key.kind == "param":
-        leaf = run["params"].get(key.name, _MISSING)
-        num = None if leaf is _MISSING else param_num(leaf)
-        text = None if leaf is _MISSING else param_text(leaf)
-        if value is None:
-            return (num is None and text is None) == (op == "=")
-        if op == "LIKE":
-            return text is not None and like(text, str(value))
-        if isinstance(value, bool):
-            return text is not None and _OPS[op](text, "true" if value else "false")
-        if isinstance(value, int | float):
-            return num is not None and _OPS[op](num, float(value))
-        return text is not None and _OPS[op](text, value)
     have = run["metrics"].get(key.name) if key.kind == "metric" else run[key.name]
     if value is None:
         return (have is None) == (op == "=")
@@ -117,6 +106,22 @@ def evaluate(node: Node, run: dict[str, Any]) -> bool:
     if op == "LIKE":
         return like(have, str(value))
     return _OPS[op](have, value)
+
+
+def _evaluate_param(node: Compare, leaf: Any) -> bool:
+    """A param clause on the config leaf ``leaf`` (_MISSING: the config lacks the path)."""
+    op, value = node.op, node.value
+    num = None if leaf is _MISSING else param_num(leaf)
+    text = None if leaf is _MISSING else param_text(leaf)
+    if value is None:
+        return (num is None and text is None) == (op == "=")
+    if op == "LIKE":
+        return text is not None and like(text, str(value))
+    if isinstance(value, bool):
+        return text is not None and _OPS[op](text, "true" if value else "false")
+    if isinstance(value, int | float):
+        return num is not None and _OPS[op](num, float(value))
+    return text is not None and _OPS[op](text, value)
 
 
 # --- filters ---------------------------------------------------------------------------------
@@ -235,7 +240,7 @@ PARAM_KEYS = [
 
 
 _CLAUSES: list[Callable[[random.Random], str]] = [
-    lambda r: f"metrics.{r.choice(METRICS + ['nope'])} {_op(r)} {_num(r)}",
+    lambda r: f"metrics.{r.choice([*METRICS, 'nope'])} {_op(r)} {_num(r)}",
     lambda r: f"metrics.{r.choice(METRICS)} {r.choice(['=', '!='])} null",
     lambda r: f"metrics.{r.choice(METRICS)} IN ({_num(r)}, {_num(r)})",
     lambda r: f"params.{r.choice(PARAM_KEYS)} {_op(r)} {_num(r)}",
