@@ -69,9 +69,9 @@ def walk_how(session: Session, versions_of: Resolver, order: OrderBy | None) -> 
 
     SQLite keeps no statistics unless someone runs ANALYZE, and without them it drives from
     an indexed filter term and sorts all it finds (2.6 s instead of 49 ms for a page of
-    ``config IN (...) AND NOT status = 'failed' ORDER BY created_at DESC``-like filters at 1M
-    runs); walking the order's index, LIMIT stops it after a page of matches. PostgreSQL
-    plans from its statistics and is left to."""
+    ``params.model.model_dim IN (128, 1024) AND NOT status = 'failed'`` by ``created_at DESC``
+    at 1M runs); walking the order's index, LIMIT stops it after a page of matches.
+    PostgreSQL plans from its statistics and is left to."""
     sqlite = session.get_bind().dialect.name == "sqlite"
     ordered = order is None or order.key.kind != "column" or order.key.name in _INDEXED_ORDERS
     return How(sqlite and ordered, versions_of)
