@@ -108,6 +108,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+@contextmanager
+def transaction_at(url: str) -> Iterator[Session]:
+    """One unit of work on database ``url`` with an engine of its own (a command's whole use)."""
+    engine = make_engine(url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
 def is_postgres(session_or_engine: Session | Engine) -> bool:
     """True when the bound database is PostgreSQL."""
     if isinstance(session_or_engine, Session):

@@ -157,16 +157,12 @@ def service_secret(settings: Settings, var: Path) -> str:
 
 def make_tokens(settings: Settings, name: str) -> tuple[str, str]:
     """A new admin token and a new worker token, straight in the database."""
-    from registry.db import make_engine, make_session_factory, transaction
+    from registry.db import transaction_at
     from registry.services.auth import create_token
 
-    engine = make_engine(settings.database_url)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            admin = create_token(session, f"{name}-admin", "admin")
-            worker = create_token(session, f"{name}-worker", "worker")
-    finally:
-        engine.dispose()
+    with transaction_at(settings.database_url) as session:
+        admin = create_token(session, f"{name}-admin", "admin")
+        worker = create_token(session, f"{name}-worker", "worker")
     return admin, worker
 
 

@@ -21,16 +21,12 @@ def _password() -> str:
 def user_create(name: str, role: str, password: str | None) -> None:
     """Create a web user; the password is prompted for unless given."""
     from registry.cli.context import current_settings
-    from registry.db import make_engine, make_session_factory, transaction
+    from registry.db import transaction_at
     from registry.services.users import create_user
 
     password = password or _password()
-    engine = make_engine(current_settings().database_url)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            create_user(session, name, role, password)
-    finally:
-        engine.dispose()
+    with transaction_at(current_settings().database_url) as session:
+        create_user(session, name, role, password)
     click.echo(f"created {role} user {name!r}")
 
 
@@ -40,16 +36,12 @@ def user_create(name: str, role: str, password: str | None) -> None:
 def user_password(name: str, password: str | None) -> None:
     """Set a web user's password."""
     from registry.cli.context import current_settings
-    from registry.db import make_engine, make_session_factory, transaction
+    from registry.db import transaction_at
     from registry.services.users import set_password
 
     password = password or _password()
-    engine = make_engine(current_settings().database_url)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            set_password(session, name, password)
-    finally:
-        engine.dispose()
+    with transaction_at(current_settings().database_url) as session:
+        set_password(session, name, password)
     click.echo(f"password of {name!r} changed")
 
 
@@ -71,12 +63,8 @@ def user_enable(name: str) -> None:
 
 def _set_disabled(name: str, disabled: bool) -> None:
     from registry.cli.context import current_settings
-    from registry.db import make_engine, make_session_factory, transaction
+    from registry.db import transaction_at
     from registry.services.users import set_disabled
 
-    engine = make_engine(current_settings().database_url)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            set_disabled(session, name, disabled)
-    finally:
-        engine.dispose()
+    with transaction_at(current_settings().database_url) as session:
+        set_disabled(session, name, disabled)
