@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from registry.settings import DEFAULT_DATA_ROOT
+from worker import checkpoint
 from worker import data as corpus
 from worker.evaluation import PROMPT_TOKENS, evaluate_loss, sample
 from worker.model import build_model
@@ -73,6 +74,8 @@ class _Context:
     raw: bytes = b""
     #: Where `file:` datasets are read from (REGISTRY_DATA_ROOT); nothing outside it is read.
     data_root: Path = Path(DEFAULT_DATA_ROOT)
+    #: The training state an earlier attempt saved, when this attempt resumes it.
+    resume: dict[str, Any] | None = None
 
     @property
     def seed(self) -> int:
@@ -134,11 +137,23 @@ def _run(ctx: _Context) -> tuple[dict[str, float], dict[str, Any]]:
     seed_everything(ctx.seed, ctx.device)
     ctx.raw = corpus.load_corpus(ctx.doc["data"]["dataset"], ctx.data_root)
     provenance = collect(ctx.doc, corpus.dataset_sha256(ctx.raw), ctx.device, ctx.seed)
+    if ctx.job["run"]["kind"] == "train":
+        provenance["resumed_from"] = _find_resume(ctx)
     ctx.tracker.log_artifact_text(dump(dict(ctx.doc), "yaml"), "config.yaml")
     ctx.tracker.log_artifact_text(json.dumps(provenance, indent=2), "provenance.json")
     ctx.check_stop()
     metrics = RUNNERS[ctx.job["run"]["kind"]](ctx)
     return metrics, provenance
+
+
+def _find_resume(ctx: _Context) -> dict[str, int] | None:
+    """Load the latest checkpoint of an earlier attempt (CONTRACT 5.3): {"attempt", "step"}."""
+    found = checkpoint.find_resume(ctx.tracker, ctx.job, ctx.workdir / "resume-from")
+    if found is None:
+        return None
+    point, ctx.resume = found
+    ctx.on_progress({"phase": "resumed", "attempt": point.attempt, "step": point.step})
+    return {"attempt": point.attempt, "step": point.step}
 
 
 def _end_quietly(tracker: Tracker, status: str) -> None:
@@ -180,7 +195,23 @@ def _train(ctx: _Context) -> dict[str, float]:
     torch.manual_seed(ctx.seed)  # the initial weights depend on the seed alone
     model = build_model(ctx.doc, tokenizer.vocab_size).to(ctx.device)
     params = TrainParams.from_doc(ctx.doc)
-    result = train(model, splits, params, ctx.device, ctx.tracker, ctx.should_stop, ctx.on_progress)
+    checkpointer = checkpoint.Checkpointer(
+        ctx.tracker,
+        checkpoint.interval(ctx.doc),
+        ctx.workdir / "resume",
+        checkpoint.identity(ctx.job),
+        ctx.resume,
+    )
+    result = train(
+        model,
+        splits,
+        params,
+        ctx.device,
+        ctx.tracker,
+        ctx.should_stop,
+        ctx.on_progress,
+        checkpointer,
+    )
     ctx.check_stop()
     final = _sample(ctx, model, tokenizer, splits.validation)
     final["tokens_per_second"] = result.metrics["tokens_per_second"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +19,19 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 PARAMS_PER_CALL = 100  # MLflow's limit on params (or tags) per log_batch
 METRICS_PER_CALL = 1000  # MLflow's limit on metrics per log_batch
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+#: Tags of an MLflow run whose training-state checkpoint is fully stored (worker.checkpoint).
+CHECKPOINT_PATH_TAG = "registry.checkpoint"
+CHECKPOINT_STEP_TAG = "registry.checkpoint_step"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A stored training-state checkpoint of one attempt of a registry run."""
+
+    mlflow_run_id: str
+    attempt: int
+    step: int
+    artifact: str
 
 
 class Tracker(Protocol):
@@ -51,6 +65,32 @@ class Tracker(Protocol):
 
     def end(self, status: str) -> None:
         """Flush and close the run as FINISHED, FAILED or KILLED."""
+        ...
+
+    def log_artifact_file(self, local_file: Path, artifact_dir: str) -> None:
+        """Store one file under the artifact folder `artifact_dir`."""
+        ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on the open run."""
+        ...
+
+    def delete_artifact(self, artifact_path: str) -> None:
+        """Delete an artifact of the open run where the store allows (best effort)."""
+        ...
+
+    def latest_checkpoint(
+        self, experiment: str, registry_run_id: int, before_attempt: int
+    ) -> ResumePoint | None:
+        """The checkpoint of the highest step among attempts before `before_attempt`."""
+        ...
+
+    def download_artifact(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        """Download one artifact of run `run_id` under `dst`; returns the local path."""
+        ...
+
+    def copy_history(self, run_id: str, up_to_step: int) -> None:
+        """Copy run `run_id`'s metrics at steps <= `up_to_step` into the open run."""
         ...
 
 
@@ -171,6 +211,59 @@ class MlflowTracker:
         self.client.set_terminated(run_id, status)
         self.run_id = None
 
+    def log_artifact_file(self, local_file: Path, artifact_dir: str) -> None:
+        """Store `local_file` under `artifact_dir`."""
+        self.client.log_artifact(self._require_run(), str(local_file), artifact_dir)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags on the open run, in one call."""
+        from mlflow.entities import RunTag
+
+        entries = [RunTag(k, _stringify(v)) for k, v in tags.items()]
+        self.client.log_batch(self._require_run(), tags=entries)
+
+    def delete_artifact(self, artifact_path: str) -> None:
+        """Delete `artifact_path` of the open run; a store that cannot only logs it."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            uri = self.client.get_run(self._require_run()).info.artifact_uri
+            get_artifact_repository(uri).delete_artifacts(artifact_path)
+        except Exception as exc:  # an old checkpoint left behind costs only storage
+            log.info("could not delete artifact %s: %s", artifact_path, exc)
+
+    def latest_checkpoint(
+        self, experiment: str, registry_run_id: int, before_attempt: int
+    ) -> ResumePoint | None:
+        """Search the experiment's MLflow runs tagged with the registry run for checkpoints."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        runs = self.client.search_runs(
+            [found.experiment_id], f"tags.`registry.run_id` = '{int(registry_run_id)}'"
+        )
+        points = [p for p in map(_resume_point, runs) if p and p.attempt < before_attempt]
+        return max(points, key=lambda p: (p.step, p.attempt), default=None)
+
+    def download_artifact(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        """Download `artifact_path` of `run_id` under `dst`."""
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
+
+    def copy_history(self, run_id: str, up_to_step: int) -> None:
+        """Copy every metric of `run_id` up to `up_to_step`, timestamps kept, into the open
+        run: a resumed attempt's MLflow run holds the whole history."""
+        from mlflow.entities import Metric
+
+        target, copied = self._require_run(), []
+        for key in self.client.get_run(run_id).data.metrics:
+            for m in self.client.get_metric_history(run_id, key):
+                if m.step <= up_to_step:
+                    copied.append(Metric(key, m.value, m.timestamp, m.step))
+        copied.sort(key=lambda m: (m.step, m.timestamp, m.key))
+        for chunk in _chunks(copied, METRICS_PER_CALL):
+            self.client.log_batch(target, metrics=chunk)
+
     def _require_run(self) -> str:
         if self.run_id is None:
             raise RuntimeError("no MLflow run is open: call start() first")
@@ -187,6 +280,15 @@ def load_checkpoint(tracking_uri: str, mlflow_run_id: str, dst: Path | None = No
         mlflow_run_id, "checkpoint", str(dst) if dst is not None else None
     )
     return Path(local)
+
+
+def _resume_point(run: Any) -> ResumePoint | None:
+    tags = run.data.tags
+    try:
+        attempt, step = int(tags["registry.attempt"]), int(tags[CHECKPOINT_STEP_TAG])
+        return ResumePoint(run.info.run_id, attempt, step, tags[CHECKPOINT_PATH_TAG])
+    except (KeyError, ValueError):
+        return None
 
 
 class NullTracker:
@@ -221,3 +323,25 @@ class NullTracker:
 
     def end(self, status: str) -> None:
         """Nothing to close."""
+
+    def log_artifact_file(self, local_file: Path, artifact_dir: str) -> None:
+        """Dropped."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Dropped."""
+
+    def delete_artifact(self, artifact_path: str) -> None:
+        """Nothing stored."""
+
+    def latest_checkpoint(
+        self, experiment: str, registry_run_id: int, before_attempt: int
+    ) -> ResumePoint | None:
+        """A NullTracker stores no checkpoints."""
+        return None
+
+    def download_artifact(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        """A NullTracker stores no artifacts."""
+        raise FileNotFoundError(f"NullTracker has no artifact {artifact_path} of run {run_id}")
+
+    def copy_history(self, run_id: str, up_to_step: int) -> None:
+        """Nothing stored."""

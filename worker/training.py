@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from registry.document.estimate import warmup_steps
+from worker import checkpoint
 from worker.data import Splits, eval_batches, get_batch
 from worker.evaluation import causal_lm_loss, evaluate_loss
 from worker.tracking import Tracker
@@ -268,8 +269,10 @@ def train(
     tracker: Tracker,
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
+    checkpointer: checkpoint.Checkpointer | None = None,
 ) -> TrainResult:
-    """Train `model` (already on `device`) for p.num_training_steps; raises Stopped if asked."""
+    """Train `model` (on `device`) for p.num_training_steps; raises Stopped if asked. A
+    `checkpointer` saves the state as it says and resumes from its `resume` state."""
     splits.check(p.seq_len)
     if p.precision == "fp16" and torch.device(device).type == "cpu":
         log.warning("precision fp16 runs as bfloat16 autocast on the CPU")
@@ -278,24 +281,67 @@ def train(
     model.train()
     stepper = _Stepper(model, splits, p, device)
     reporter, clock = _Reporter(p, tracker, on_progress), _Clock()
+    first = _resume(checkpointer, stepper, reporter, clock)
     try:
-        for step in range(1, p.num_training_steps + 1):
+        for step in range(first, p.num_training_steps + 1):
             if should_stop():
                 reporter.report(clock)  # keep the history up to the stop
+                _checkpoint(checkpointer, stepper, reporter, clock, step - 1)  # a warm stop
                 raise Stopped(f"stopped at step {step} of {p.num_training_steps}")
             reporter.add(step, *stepper.step())
             at_eval = step % p.eval_every_steps == 0 or step == p.num_training_steps
             if at_eval or reporter.due():
                 reporter.report(clock)  # syncs: the clock then holds finished work only
             if at_eval:
-                clock.pause()
-                val = stepper.evaluate()
-                tracker.log_metrics(step, val)
-                reporter.last.update(val)
-                clock.resume()
+                _evaluate(step, stepper, tracker, reporter, clock)
+            if checkpointer is not None and checkpointer.due(step, p.num_training_steps):
+                _checkpoint(checkpointer, stepper, reporter, clock, step)
     finally:
         reporter.close()
     return _result(reporter, clock, p, device)
+
+
+def _evaluate(
+    step: int, stepper: _Stepper, tracker: Tracker, reporter: _Reporter, clock: _Clock
+) -> None:
+    clock.pause()
+    val = stepper.evaluate()
+    tracker.log_metrics(step, val)
+    reporter.last.update(val)
+    clock.resume()
+
+
+def _resume(
+    checkpointer: checkpoint.Checkpointer | None,
+    stepper: _Stepper,
+    reporter: _Reporter,
+    clock: _Clock,
+) -> int:
+    """The first step to train: 1, or the step after the checkpoint being resumed."""
+    state = checkpointer.resume if checkpointer is not None else None
+    if state is None:
+        return 1
+    checkpoint.restore(stepper, state)
+    reporter.last.update(state["last"])
+    clock.seconds = float(state["train_seconds"])
+    reporter.bar.update(int(state["step"]))
+    return int(state["step"]) + 1
+
+
+def _checkpoint(
+    checkpointer: checkpoint.Checkpointer | None,
+    stepper: _Stepper,
+    reporter: _Reporter,
+    clock: _Clock,
+    step: int,
+) -> None:
+    """Save the state after `step` unless it is saved already; not counted as training time."""
+    if checkpointer is None or step <= checkpointer.saved_step:
+        return
+    reporter.report(clock)
+    clock.pause()
+    checkpointer.save(checkpoint.capture(stepper, step, reporter.last, clock.seconds))
+    clock.resume()
 
 
 def _result(reporter: _Reporter, clock: _Clock, p: TrainParams, device: str) -> TrainResult:

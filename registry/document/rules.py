@@ -31,6 +31,7 @@ SIZE_LIMITS: dict[str, float] = {
     "training.per_device_train_batch_size": 65_536,
     "training.gradient_accumulation_steps": 65_536,
     "training.eval_every_steps": 1_000_000_000,
+    "training.checkpoint_every_steps": 1_000_000_000,  # positive when set; null is the default
     "generation.max_length": 1_048_576,
     "generation.per_device_eval_batch_size": 65_536,
     "data.seq_len": 1_048_576,

@@ -36,6 +36,11 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+ADDED_DECEMBER_2026 = "config-registry 0.1.0, December 2026 (CONTRACT 5.4)"  # x-added
+#: Optional fields added later: null is left out of the normalised document (hash kept, 5.4).
+LATER_FIELDS: tuple[str, ...] = ("training.checkpoint_every_steps",)
+#: What a null training.checkpoint_every_steps means (kept cheap for small runs).
+DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
 #: The sections of the document, in the order they are written.
 SECTIONS: tuple[str, ...] = (
     "model",
@@ -164,6 +169,15 @@ class TrainingSection(_Section):
     )
     seed: Int = _f(42, "Random seed for initialisation, data order and sampling.", minimum=0)
     eval_every_steps: Int = _f(100, "Evaluate every this many steps.", exclusiveMinimum=0)
+    checkpoint_every_steps: Int | None = _f(
+        None,
+        "Save the training state (weights, optimiser, schedule, RNG, data position) every this "
+        f"many steps for a later attempt to resume; null: every {DEFAULT_CHECKPOINT_EVERY_STEPS}"
+        " steps. A warm stop always saves one.",
+        "null for short runs; about an hour of training on long ones",
+        exclusiveMinimum=0,
+        **{"x-added": ADDED_DECEMBER_2026},
+    )
 
     @_model_validator(mode="after")
     def _warmup_form(self) -> TrainingSection:
@@ -337,7 +351,15 @@ def validate(raw: Any) -> Validation:
         return Validation(valid=False, errors=errors, warnings=warnings)
     from registry.document.estimate import estimate
 
+    doc = _without_unset_later_fields(doc)
     return Validation(True, [], warnings, doc, config_hash(doc), estimate(doc))
+
+
+def _without_unset_later_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    for section, _, name in (path.partition(".") for path in LATER_FIELDS):
+        if doc[section].get(name, 0) is None:
+            del doc[section][name]
+    return doc
 
 
 def normalize(raw: Any) -> dict[str, Any]:

@@ -208,6 +208,12 @@ RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("size_model_model_dim", {"model": {"model_dim": 10**9}}, "model.model_dim", "error"),
     ("size_training_seed", {"training": {"seed": -1}}, "training.seed", "error"),
     (
+        "size_training_checkpoint_every_steps",
+        {"training": {"checkpoint_every_steps": -5}},
+        "training.checkpoint_every_steps",
+        "error",
+    ),
+    (
         "size_training_num_warmup_steps",
         {"training": {"num_warmup_steps": -1}},
         "training.num_warmup_steps",
@@ -519,7 +525,7 @@ def test_json_schema_shape() -> None:
 
 def test_field_help_covers_every_field() -> None:
     help_ = fields.field_help()
-    assert set(help_) == set(spec.flatten(spec.normalize({})))
+    assert set(help_) == set(spec.flatten(spec.normalize({}))) | set(spec.LATER_FIELDS)
     assert help_["generation.temperature"]["recommended"].startswith("0.3-0.5")
 
 
@@ -575,3 +581,38 @@ def test_json_documents_are_parsed_strictly(text: str) -> None:
     """A config given as JSON text obeys the same strict JSON as request bodies."""
     with pytest.raises(DocumentParseError, match="malformed JSON"):
         spec.parse_document(text, "json")
+
+
+#: Hashes recorded before training.checkpoint_every_steps existed (CONTRACT 5.4).
+HASHES_BEFORE_CHECKPOINT_FIELD = {
+    "": "4a172f1b5071f2bc1ee84c63c35d3d5f234c7215f7b125f558c7b7b3542c3e12",
+    "tiny-cpu": "3435a9370b0eebb4d9f52f3f9e4d360a01996d630021131fd4eadddc1764daa7",
+    "lightweight-classification": (
+        "bc0e37078b025347a2a2240f63fad45b957311110f2bf98a70f5a64a6f27f249"
+    ),
+    "complex-multimodal": "a7f7d7706aa7f9b77f6700e130a54a3b1395d674c34c6121e77c6c7b6a419e5b",
+    "structured-output": "c78b741d8e1c961afff4425e778b975937aa51cf86646555a020ab59bca08de3",
+    "creative-writing": "732a3899560e660b396b90134bca7d9f4a36f7928f7ca4cbccb3808607c36978",
+    "deterministic-qa": "a3aa648c3c3d08164d0b20fa9002f49e4b393ac236dbc06b8af4ceb24ee79c17",
+    "open-generation": "36279dad7543ba1a815cd41458353ce4898d697d3be4a5a23f05bf6cc42ccbd0",
+    "image-text-matching": "395e5d7209d3982548d17997aefadbd93ba1e1e025b1f1f12a9184900bc08c13",
+    "efficient-inference": "f2254444a6698b54adcc930a9bf9c1ab7603c76c1883f92d0c9c47ce2ebefbf2",
+    "high-quality-generation": "e5ba29cb39633fbe4aacd554f8cd6bac931e06092fca4d2eef29fdf1160a75bb",
+}
+
+
+def test_checkpoint_every_steps_keeps_old_hashes_and_is_kept_when_set() -> None:
+    from registry.document.presets import list_presets
+
+    hashes = {"": spec.config_hash(spec.normalize({}))}
+    hashes |= {p.name: spec.config_hash(spec.normalize(p.document)) for p in list_presets()}
+    assert hashes == HASHES_BEFORE_CHECKPOINT_FIELD
+    base = spec.normalize({})
+    assert "checkpoint_every_steps" not in base["training"]
+    explicit_null = spec.normalize({"training": {"checkpoint_every_steps": None}})
+    assert explicit_null == base and spec.normalize(base) == base
+    set_ = spec.normalize({"training": {"checkpoint_every_steps": 50}})
+    assert set_["training"]["checkpoint_every_steps"] == 50 and spec.normalize(set_) == set_
+    assert spec.config_hash(set_) != spec.config_hash(base)
+    schema = spec.Document.model_json_schema()["$defs"]["TrainingSection"]["properties"]
+    assert "December 2026" in schema["checkpoint_every_steps"]["x-added"]
