@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -72,6 +73,21 @@ def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) ->
     return int(raw)
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """The seconds (a number >= 0) in ``env[name]`` (``default`` when unset); ValueError naming
+    it."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0; got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about the service, the clients and the worker."""
@@ -108,6 +124,9 @@ class Settings:
     max_queued_runs: int = 100
     runs_per_minute: int = 30
     max_priority_submitter: int = 10
+    #: Seconds between two reaps in each ``registry serve`` process (0: none; apps built
+    #: with create_app never start one themselves).
+    reap_interval: float = 3.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -146,6 +165,7 @@ class Settings:
             max_priority_submitter=_count(
                 env, "REGISTRY_MAX_PRIORITY_SUBMITTER", cls.max_priority_submitter, minimum=0
             ),
+            reap_interval=_seconds(env, "REGISTRY_REAP_INTERVAL", cls.reap_interval),
         )
 
     def with_(self, **changes: object) -> Settings:

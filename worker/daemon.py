@@ -172,8 +172,8 @@ class Daemon:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if report is not None:
-            self.report(run_id, report)
-        elif beat.lost is None:
+            self.report(run_id, report)  # delivered only while the lease is current (409: dropped)
+        elif beat.lost in (None, "unreachable"):  # cut off: hand back if it was not reaped yet
             self.release(run_id, lease)
 
     def close_earlier_attempts(self, job: Mapping[str, Any]) -> None:
@@ -211,8 +211,8 @@ class Daemon:
 
         lease = str(job["lease"])  # opaque: sent back exactly as the claim answered it
 
-        def should_stop() -> bool:
-            return self.stop.event.is_set() or beat.lost is not None
+        def should_stop() -> bool:  # beat.check(): also self-fencing when cut off too long
+            return self.stop.event.is_set() or beat.check() is not None
 
         try:
             result = self.execute(job, self.tracker, self.device, should_stop, progress, workdir)

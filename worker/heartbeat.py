@@ -20,10 +20,11 @@ Beat = Callable[[int, dict[str, Any]], Any]
 class Heartbeat:
     """Renews one run's lease in a background thread.
 
-    ``lost`` becomes ``"cancelled"`` when the service says the run was cancelled, or
-    ``"lease"`` when the lease is no longer current (expired and reaped, re-claimed); the run
-    must then stop. An unreachable service is retried at the next beat: the lease may still be
-    current when it answers again, and if not, the 409 then says so.
+    ``lost`` becomes ``"cancelled"`` when the service says the run was cancelled, ``"lease"``
+    when the lease is no longer current (reaped, re-claimed), or ``"unreachable"`` when no
+    renewal was accepted for a whole lease (self-fencing: by then the service may have given
+    the run to another worker, so this one stops it by itself, see :meth:`check`); the run must
+    then stop. An unreachable service is retried at the next beat until then.
     """
 
     def __init__(
@@ -36,8 +37,11 @@ class Heartbeat:
     ) -> None:
         self.beat, self.run_id, self.lease = beat, run_id, lease
         self.interval = max(lease_seconds / 3.0, 0.05)
+        self.lease_seconds = lease_seconds
         self.progress = progress
         self.lost: str | None = None
+        #: When the last accepted renewal (or the claim) was sent: the lease runs from there.
+        self.renewed_at = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name=f"heartbeat-run-{run_id}", daemon=True
@@ -56,6 +60,18 @@ class Heartbeat:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
 
+    def check(self) -> str | None:
+        """Why the run must stop, or None; ``"unreachable"`` once a whole lease has passed since
+        the last accepted renewal was sent (also while a beat hangs on a cut-off network)."""
+        if self.lost is None and time.monotonic() - self.renewed_at > self.lease_seconds:
+            self.lost = "unreachable"
+            log.warning(
+                "run %s: no renewal accepted for %.0fs (the lease); stopping it (self-fencing)",
+                self.run_id,
+                self.lease_seconds,
+            )
+        return self.lost
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             if not self.beat_once():
@@ -63,12 +79,16 @@ class Heartbeat:
 
     def beat_once(self) -> bool:
         """One renewal; False when the run must stop (the lease is gone)."""
+        if self.check() is not None:
+            return False
         body: dict[str, Any] = {"lease": self.lease}
         progress = self.progress()
         if progress is not None:
             body["progress"] = progress
+        sent_at = time.monotonic()
         try:
             self.beat(self.run_id, body)
+            self.renewed_at = sent_at
         except errors.Conflict as exc:
             self.lost = "cancelled" if exc.extra.get("cancel_requested") else "lease"
             log.warning("run %s: %s; stopping it", self.run_id, exc.message)

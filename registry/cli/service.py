@@ -80,6 +80,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the web UI and the API with gunicorn (behind nginx in production: docs/deploy.md).
 
     Exits 2 without serving when REGISTRY_SECRET_KEY is unset, weak or a shipped default.
+    Each worker process reaps expired leases every REGISTRY_REAP_INTERVAL seconds (default 3).
     """
     settings = current_settings()
     problem = secret_key_problem(settings.secret_key)
@@ -131,6 +132,12 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        """The app of one gunicorn worker (called after the fork), with its reaper thread."""
+        from registry.http import context
         from registry.http.app import create_app
+        from registry.services.reaper import Reaper
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        if self.settings.reap_interval > 0:
+            Reaper(context.of(app).sessions, self.settings.reap_interval).start()
+        return app

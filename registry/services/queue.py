@@ -9,9 +9,9 @@
 Each claim makes a new lease, the fencing token: an opaque, unguessable string of which only
 the sha256 is stored (:mod:`registry.services.leases`). A report (heartbeat, complete, release)
 carrying any other value changes nothing and raises ``StaleLease`` (409), whoever sends it;
-``attempt`` only counts tries. Functions take the session first, only flush (the caller
-commits) and take ``now`` where time matters (the API passes ``db_now``). What may be queued is
-:mod:`registry.services.admission`'s; every finished run is indexed in the same transaction.
+``attempt`` only counts tries; :mod:`registry.services.reaper` reaps every few seconds.
+Functions take the session first, only flush (the caller commits) and take ``now`` (the API
+passes ``db_now``). :mod:`registry.services.admission` says what may be queued.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def reproduce(
 def claim(
     session: Session, worker_id: str, queues: Sequence[str], now: dt.datetime, lease_seconds: int
 ) -> Claim | None:
-    """Reap expired leases, then take the best queued run of ``queues`` in ONE statement.
+    """Reap expired leases (if no other reap runs), then claim the best of ``queues`` at once.
 
     PostgreSQL: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)``, so
     concurrent claimers skip each other's candidate. SQLite has one writer (``BEGIN IMMEDIATE``);
@@ -208,12 +208,12 @@ def heartbeat(
     lease_seconds: int,
     progress: dict[str, Any] | None = None,
 ) -> Run:
-    """Renew the lease; 409 when it is stale, expired (the run is then reaped) or cancelled."""
+    """Renew the lease; 409 when it is not current (docs/queue.md, "Fencing") or cancelled.
+
+    A lease whose time passed but that nobody reaped yet is still current, as for complete
+    and release: the reap, not the clock, ends a lease.
+    """
     run = _current(session, run_id, lease)
-    if run.lease_expires_at is not None and run.lease_expires_at < now:
-        # Not reaped here: a 409 rolls the request back. The next claim or listing reaps it.
-        expired = run.lease_expires_at.isoformat()
-        raise _stale(run, f"the lease of run {run_id} expired at {expired}")
     if run.cancel_requested:
         raise _stale(run, f"run {run_id} was cancelled; stop it and report")
     run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
@@ -238,9 +238,8 @@ def complete(
 ) -> Run:
     """Record a finished attempt once; the identical repeat is a no-op, anything stale a 409.
 
-    A completion is accepted while the run is still ``running`` under this lease even when
-    the lease time has passed and nobody reaped it yet: the lease is the fence, and keeping
-    the finished work beats training it again.
+    Accepted while the run is ``running`` under this lease, also past its time if nobody
+    reaped it yet: the lease is the fence, and keeping finished work beats training it again.
     """
     if status not in COMPLETION_STATUSES:
         raise BadRequest(
@@ -314,8 +313,20 @@ def cancel(session: Session, run_id: int, now: dt.datetime) -> Run:
     return run
 
 
+REAP_LOCK = 0x7265_6170_7275_6E73  #: PostgreSQL's advisory lock of the one reap at a time
+
+
 def reap(session: Session, now: dt.datetime) -> list[Run]:
-    """Requeue (attempt + 1) or fail every running run whose lease expired before ``now``."""
+    """Requeue (attempt + 1) or fail every running run whose lease expired before ``now``.
+
+    One reap at a time across processes and hosts: on PostgreSQL the transaction's advisory
+    lock (another reap holding it means this one does nothing), on SQLite its single writer.
+    Each run's row is locked, so a completion of the same lease waits and then finds it stale.
+    """
+    if is_postgres(session) and not session.scalar(
+        select(func.pg_try_advisory_xact_lock(REAP_LOCK))
+    ):
+        return []
     expired = list(
         session.scalars(
             select(Run)

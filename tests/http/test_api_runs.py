@@ -10,8 +10,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from registry.db import make_session_factory, transaction
-from registry.http.app import create_app
-from registry.settings import Settings
 from tests.support.builders import make_version
 
 Auth = Callable[..., dict[str, str]]
@@ -233,23 +231,6 @@ def test_workers_register_and_list(client: FlaskClient, auth: Auth, versions: No
     assert [(w["id"], w["current_run"], w["queues"]) for w in workers] == [
         ("gpu-1", run["id"], ["default"])
     ]
-
-
-def test_expired_lease_is_reaped_on_listing(
-    settings: Settings, engine: Engine, auth: Auth, versions: None
-) -> None:
-    """A zero-second lease has expired by the next request, which reaps it."""
-    client = create_app(settings.with_(lease_seconds=0), engine=engine).test_client()
-    run = queue_run(client, auth)
-    claimed = claim(client, auth)
-    assert claimed.status_code == 200
-    listed = client.get("/api/v1/runs", headers=auth()).get_json()["runs"]
-    assert [(r["id"], r["status"], r["attempt"], r["worker"]) for r in listed] == [
-        (run["id"], "queued", 2, None)
-    ]
-    lease = claimed.get_json()["lease"]
-    stale = post(client, f"/runs/{run['id']}/heartbeat", auth("worker"), {"lease": lease})
-    assert stale.status_code == 409
 
 
 def test_list_runs_pages_with_a_cursor(client: FlaskClient, auth: Auth, versions: None) -> None:

@@ -165,13 +165,41 @@ def test_three_lost_attempts_fail_the_run_as_worker_lost(
     assert queue.claim(session, "w4", ["default"], now, LEASE) is None
 
 
-def test_expired_heartbeat_is_stale(session: Session, version: ConfigVersion) -> None:
+def test_one_fencing_rule_expired_but_unreaped_is_current_for_all_three_reports(
+    session: Session, version: ConfigVersion
+) -> None:
+    """Heartbeat, complete and release agree: past its time, a lease is current until reaped."""
+    beat, done, back = (queue.enqueue(session, version, "train") for _ in range(3))
+    leases = {run.id: take(session, f"w{run.id}").lease for run in (beat, done, back)}
+    late = at(LEASE + 30)
+    renewed = queue.heartbeat(session, beat.id, leases[beat.id], late, LEASE)
+    assert renewed.lease_expires_at == late + dt.timedelta(seconds=LEASE)
+    finished = queue.complete(
+        session, done.id, leases[done.id], "succeeded", {"train_loss": 1.0}, "m", {}, None, late
+    )
+    assert finished.status == "succeeded"
+    assert queue.release(session, back.id, leases[back.id], late).status == "queued"
+    assert [r.id for r in queue.reap(session, late)] == []  # the renewed lease is not expired
+
+
+def test_one_fencing_rule_once_reaped_all_three_reports_are_stale(
+    session: Session, version: ConfigVersion
+) -> None:
     run = queue.enqueue(session, version, "train")
     lease = take(session).lease
+    queue.reap(session, at(LEASE + 1))
     before = snapshot(session, run.id)
-    with pytest.raises(StaleLease):
-        queue.heartbeat(session, run.id, lease, at(LEASE + 1), LEASE)
-    assert snapshot(session, run.id) == before
+    reports = (
+        lambda: queue.heartbeat(session, run.id, lease, at(LEASE + 2), LEASE),
+        lambda: queue.complete(
+            session, run.id, lease, "succeeded", {"train_loss": 1.0}, "m", {}, None, at(LEASE + 2)
+        ),
+        lambda: queue.release(session, run.id, lease, at(LEASE + 2)),
+    )
+    for report in reports:
+        with pytest.raises(StaleLease):
+            report()
+        assert snapshot(session, run.id) == before
 
 
 def test_complete_records_result_and_repeat_is_idempotent(

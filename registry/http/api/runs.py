@@ -140,8 +140,9 @@ def _shortcuts(params: ListRunsQuery) -> Node | None:
 @requires("read")
 @accepts(params=ListRunsQuery)
 def list_runs(params: ListRunsQuery) -> Any:
-    """Runs matching ``filter`` (the filter language) by ``order_by``, paged by ``cursor``."""
-    queue.reap(g.db, queue.db_now(g.db))
+    """Runs matching ``filter`` (the filter language) by ``order_by``, paged by ``cursor``.
+
+    Writes nothing: expired leases are the reaper's (registry.services.reaper)."""
     runs, next_cursor = query.search_runs(
         g.db,
         params.filter or None,
