@@ -22,13 +22,13 @@ WRITES = ("insert", "update", "delete")
 
 
 @contextmanager
-def writes_to_runs(engine: Engine) -> Iterator[list[str]]:
-    """Every INSERT/UPDATE/DELETE statement that names the runs table while inside."""
+def writes(engine: Engine) -> Iterator[list[str]]:
+    """Every INSERT/UPDATE/DELETE statement sent while inside (to any table)."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         text = statement.lstrip().lower()
-        if text.startswith(WRITES) and " runs" in text:
+        if text.startswith(WRITES):
             seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)
@@ -57,12 +57,13 @@ def test_gets_leave_an_expired_lease_to_the_reaper_and_agree_on_its_status(
     lease = claimed.get_json()["lease"]
     pages = app.test_client()
     sign_in(pages, tokens["viewer"])
-    with writes_to_runs(engine) as writes:
+    with writes(engine) as sent:
         assert _statuses(client, auth, run_id) == {("running", 1)}  # expired, not yet reaped
+        assert client.get("/api/v1/workers", headers=auth("viewer")).status_code == 200
         for path in ("/runs", f"/runs/{run_id}"):
             page = pages.get(path)
             assert page.status_code == 200 and "running" in page.get_data(as_text=True)
-    assert writes == []
+    assert sent == []
     assert reap_once(make_session_factory(engine)) == [run_id]
     assert _statuses(client, auth, run_id) == {("queued", 2)}
     assert "queued" in pages.get(f"/runs/{run_id}").get_data(as_text=True)

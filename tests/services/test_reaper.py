@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import is_postgres, make_session_factory, transaction
@@ -17,6 +17,7 @@ from registry.errors import StaleLease
 from registry.models import Run
 from registry.services import queue
 from registry.services.reaper import Reaper, reap_once
+from registry.settings import Settings
 from tests.support.builders import make_version
 from tests.support.procs import wait_for
 
@@ -182,3 +183,16 @@ def test_reap_once_reports_what_it_reaped(engine: Engine) -> None:
     time.sleep(0.05)
     assert reap_once(factory) == [run_id]
     assert reap_once(factory) == []
+
+
+def test_the_reap_interval_setting_takes_seconds_and_names_itself_when_wrong() -> None:
+    def interval(raw: str | None) -> float:
+        env = {} if raw is None else {"REGISTRY_REAP_INTERVAL": raw}
+        return Settings.from_env(env, env_file=None).reap_interval
+
+    assert (interval(None), interval("0.5"), interval("0")) == (3.0, 0.5, 0.0)
+    for bad in ("-1", "soon", "nan", "inf"):
+        with pytest.raises(ValueError, match="REGISTRY_REAP_INTERVAL"):
+            interval(bad)
+    with pytest.raises(ValueError, match="> 0 seconds"):
+        Reaper(make_session_factory(create_engine("sqlite://")), 0)
