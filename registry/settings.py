@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -88,6 +89,43 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+class TokenFileError(ValueError):
+    """REGISTRY_TOKEN_FILE cannot be used: missing, unreadable, open to others, or not one token."""
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (one trailing newline dropped); TokenFileError naming
+    REGISTRY_TOKEN_FILE when it is missing, empty, not one line, or open to group or others."""
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise TokenFileError(f"REGISTRY_TOKEN_FILE={path} is not a regular file")
+        if mode & 0o077:
+            raise TokenFileError(
+                f"REGISTRY_TOKEN_FILE={path} is open to group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); refusing it: chmod 600 {path}"
+            )
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TokenFileError(f"REGISTRY_TOKEN_FILE={path} does not exist") from None
+    except (PermissionError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"REGISTRY_TOKEN_FILE={path} cannot be read: {exc}") from None
+    token = text.removesuffix("\n").removesuffix("\r")
+    if not token or token != token.strip() or any(c.isspace() for c in token):
+        raise TokenFileError(f"REGISTRY_TOKEN_FILE={path} must hold one token and nothing else")
+    return token
+
+
+def _token(env: Mapping[str, str]) -> str | None:
+    """REGISTRY_TOKEN, or the content of REGISTRY_TOKEN_FILE (never both)."""
+    path = env.get("REGISTRY_TOKEN_FILE", "")
+    if not path:
+        return env.get("REGISTRY_TOKEN") or None
+    if env.get("REGISTRY_TOKEN"):
+        raise TokenFileError("set REGISTRY_TOKEN or REGISTRY_TOKEN_FILE, not both")
+    return read_token_file(Path(path))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about the service, the clients and the worker."""
@@ -145,7 +183,7 @@ class Settings:
             secret_key=env.get("REGISTRY_SECRET_KEY") or None,
             lease_seconds=int(env.get("REGISTRY_LEASE_SECONDS", "60")),
             server_url=env.get("REGISTRY_URL", DEFAULT_SERVER_URL),
-            token=env.get("REGISTRY_TOKEN") or None,
+            token=_token(env),
             secure_cookies=_flag(env, "REGISTRY_TLS")
             or not _flag(env, "REGISTRY_INSECURE_COOKIES"),
             mlflow_ui_url=env.get("MLFLOW_UI_URL") or None,

@@ -2,27 +2,26 @@
 
 Read ``Daemon.work`` top to bottom. Stopping: the first SIGTERM/SIGINT is a warm stop (the
 run stops at its next step, its MLflow run is marked KILLED and the run is handed back to the
-queue at once); the second exits at once. Errors are caught only at the run boundary and
-recorded on the run. The worker speaks to the service over HTTP only.
+queue at once); the second exits at once. SIGUSR1 (or ``registry-worker --drain --pid-file F``)
+drains: no new claim, the current run finishes and is reported, exit 0. Errors are caught only
+at the run boundary and recorded on the run. The worker speaks to the service over HTTP only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from registry import errors
@@ -30,6 +29,7 @@ from registry.client import API, Client
 from registry.settings import Settings
 from worker.heartbeat import Heartbeat, Progress
 from worker.outbox import Outbox, default_dir
+from worker.signals import PidFile, PidFileError, StopSignal, drain
 
 log = logging.getLogger("worker")
 
@@ -47,27 +47,6 @@ class Options:
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     poll_min: float = 0.5
     poll_max: float = 10.0
-
-
-class StopSignal:
-    """First signal: set the warm-stop event. Second: leave now."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self.handle)
-        signal.signal(signal.SIGINT, self.handle)
-
-    def handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.event.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(128 + signum)
-        log.warning(
-            "%s: stopping at the next step and handing the run back (again to exit now)",
-            signal.Signals(signum).name,
-        )
-        self.event.set()
 
 
 class Daemon:
@@ -97,13 +76,13 @@ class Daemon:
             return 0  # stopped before the service answered
         self.flush_outbox()
         delay = self.options.poll_min
-        while not self.stop.event.is_set():
+        while self.stop.claiming:  # a warm stop or a drain ends the loop here
             job = self.claim()
             if job is None:
                 if self.options.once:
                     log.info("queue empty; --once: exiting")
                     break
-                self.stop.event.wait(delay)
+                self.stop.wake.wait(delay)
                 delay = min(delay * 2, self.options.poll_max)
                 continue
             delay = self.options.poll_min
@@ -352,6 +331,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--state-dir", type=Path, help="outbox and work folders (default ~/.cache/config-registry)"
     )
     p.add_argument("--name", help="this worker's id (default host-pid)")
+    p.add_argument("--pid-file", type=Path, help="hold this pid file (what --drain reads)")
+    p.add_argument(
+        "--drain",
+        action="store_true",
+        help="tell the daemon holding --pid-file to finish its run and exit (SIGUSR1), then return",
+    )
     p.add_argument("--poll-max", type=float, default=10.0, help="longest idle wait, seconds")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -365,8 +350,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if args.drain:
+        return drain(args.pid_file)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the worker never downloads models
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     options = Options(
         queues=args.queues or ["default"],
         once=args.once,
@@ -379,6 +370,16 @@ def main(argv: list[str] | None = None) -> int:
         options.name = args.name
     stop = StopSignal()
     stop.install()
+    try:
+        with PidFile(args.pid_file) if args.pid_file else contextlib.nullcontext():
+            return serve(args, settings, options, stop)
+    except PidFileError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+def serve(args: argparse.Namespace, settings: Settings, options: Options, stop: StopSignal) -> int:
+    """Warm up, then run the daemon until it stops; 2 when the service refuses it."""
     device = choose_device(args.gpus)
     execute, tracker = warm_up(settings)
     server, token = args.server or settings.server_url, args.token or settings.token
