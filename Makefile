@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned to the CPU wheel that lies on this disk; GPU machines install their CUDA build first.
 TORCH ?= torch==2.13.0
 
-.PHONY: run demo test test-fast lint typecheck bench browser nginx clean
+.PHONY: run demo test test-fast lint typecheck bench browser nginx systemd clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,8 +32,12 @@ browser:
 nginx:
 	@test -x /usr/sbin/nginx || command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null)
 
+## The deployment tests check the units of deploy/systemd with Debian's systemd-analyze.
+systemd:
+	@command -v systemd-analyze >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null)
+
 ## The whole test suite, on SQLite and PostgreSQL.
-test: $(STAMP) browser nginx lint
+test: $(STAMP) browser nginx systemd lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
