@@ -79,6 +79,8 @@ def _kill_after_checkpoint(child: subprocess.Popen[str], client: MlflowClient) -
 @pytest.mark.slow
 def test_kill_9_after_a_checkpoint_resumes_bit_identical(mlflow_store, tmp_path: Path) -> None:
     uri, root = mlflow_store
+    client = MlflowClient(uri)
+    client.search_experiments()  # the store's tables, made before the child could race us
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, uri, root, str(tmp_path / "a1"), json.dumps(TRAINING)],
         cwd=Path(__file__).parents[2],
@@ -86,7 +88,6 @@ def test_kill_9_after_a_checkpoint_resumes_bit_identical(mlflow_store, tmp_path:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    client = MlflowClient(uri)
     killed_at = _kill_after_checkpoint(child, client)
     assert child.returncode == -signal.SIGKILL and killed_at < TRAINING["num_training_steps"]
 
