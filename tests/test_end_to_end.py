@@ -261,7 +261,8 @@ def test_kill_9_mid_run_is_finished_by_another_worker_as_attempt_2(
     os.kill(first.pid, signal.SIGKILL)
     first.wait(30)
     second = worker(server, settings, tokens, tmp_path, "w2", "--max-runs", "1")
-    done = wait_status(server, admin, run["id"], "succeeded", second)
+    # Twice the usual wait: attempt 2 trains the whole run again, slow on a loaded machine.
+    done = wait_status(server, admin, run["id"], "succeeded", second, timeout=2 * RUN_TIMEOUT)
     assert (done["attempt"], done["worker"]) == (2, "w2")
     assert second.wait(60) == 0
     late = server.post(
