@@ -28,7 +28,11 @@ def main(ctx: click.Context, server: str | None, token: str | None, verbose: boo
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a setting that cannot be read: say which, no traceback
+        click.secho(f"error: {exc}", fg="red", err=True)
+        ctx.exit(2)
     changes: dict[str, object] = {}
     if server:
         changes["server_url"] = server

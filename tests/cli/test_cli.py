@@ -233,3 +233,10 @@ def test_twenty_http_clients_at_once(server: dict[str, str]) -> None:
     assert set(distinct) | {same[0]["version"]} == set(range(2, 23))
     with Client(url, "cr_wrong") as c, pytest.raises(Unauthorized):
         c.get_config("race")
+
+
+def test_an_unreadable_setting_is_one_line_naming_it_not_a_traceback(tmp_path: Path) -> None:
+    env = base_env(REGISTRY_RUNS_PER_MINUTE="lots")
+    bad = run(["export", "x"], env, tmp_path, ok=False)
+    assert bad.returncode == 2, bad.stderr
+    assert "REGISTRY_RUNS_PER_MINUTE" in bad.stderr and "Traceback" not in bad.stderr
