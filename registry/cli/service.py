@@ -41,15 +41,11 @@ def token() -> None:
 @click.option("--role", required=True, type=click.Choice(ROLES))
 def token_create(name: str, role: str) -> None:
     """Create a token; it is printed once, alone on the last line."""
-    from registry.db import make_engine, make_session_factory, transaction
+    from registry.db import transaction_at
     from registry.services.auth import create_token
 
-    engine = make_engine(current_settings().database_url)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            secret = create_token(session, name, role)
-    finally:
-        engine.dispose()
+    with transaction_at(current_settings().database_url) as session:
+        secret = create_token(session, name, role)
     click.echo(f"created a {role} token named {name!r}; it is not shown again:")
     click.echo(secret)
 
@@ -58,15 +54,11 @@ def token_create(name: str, role: str) -> None:
 @click.argument("name")
 def token_revoke(name: str) -> None:
     """Revoke every live token named NAME and end its web sessions, from the next request on."""
-    from registry.db import make_engine, make_session_factory, transaction
+    from registry.db import transaction_at
     from registry.services.auth import revoke_tokens
 
-    engine = make_engine(current_settings().database_url)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            ids = revoke_tokens(session, name)
-    finally:
-        engine.dispose()
+    with transaction_at(current_settings().database_url) as session:
+        ids = revoke_tokens(session, name)
     listed = ", ".join(str(i) for i in ids)
     click.echo(f"revoked {len(ids)} token(s) named {name!r} (id {listed}) and their web sessions")
 
