@@ -78,25 +78,31 @@ def drain_command(pid_file: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+STEPS = 300
+
+
 def test_drain_while_training_finishes_the_run_claims_nothing_and_exits_0(
     server: Server, settings: Settings, tokens: dict[str, str], tmp_path: Path
 ) -> None:
     admin = tokens["admin"]
-    first, second = queue_tiny(server, admin, runs=2, steps=200)
+    first, second = queue_tiny(server, admin, runs=2, steps=STEPS)
     proc = worker(server, settings, tokens["worker"], tmp_path)
     pid_file = tmp_path / "run" / "worker.pid"
 
-    def training() -> bool:
+    def claimed() -> bool:
+        # Drain as soon as the run is claimed: on a quiet machine the whole run can end
+        # before its first progress report (a third of the lease) says it is training.
         run = get_run(server, admin, first)
         assert run["status"] in ("queued", "running"), (run, proc.output())
-        return (run.get("progress") or {}).get("phase") == "train"
+        return bool(run["status"] == "running")
 
-    wait_for(training, RUN_TIMEOUT, "the first run to be training", poll=0.2)
+    wait_for(claimed, RUN_TIMEOUT, "the first run to be claimed", poll=0.05)
     assert pid_file.read_text().strip() == str(proc.pid)
     sent = drain_command(pid_file)
     assert sent.returncode == 0, sent.stderr
     at_drain = get_run(server, admin, first)  # the drain came mid-run, not after it
-    assert at_drain["status"] == "running" and at_drain["progress"]["step"] < 200, at_drain
+    assert at_drain["status"] == "running", at_drain
+    assert ((at_drain["progress"] or {}).get("step") or 0) < STEPS, at_drain
     assert f"pid {proc.pid}" in sent.stderr
 
     assert proc.wait(RUN_TIMEOUT) == 0, proc.output()
