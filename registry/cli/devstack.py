@@ -306,10 +306,17 @@ def main() -> int:
         print(f"error: {', '.join(dead)} exited; stopping the rest", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _hold_signals()  # a second Ctrl-C or SIGTERM must not cut the shutdown short
         print("\nstopping ...", flush=True)
         return 0
     finally:
+        _hold_signals()
         stop_all(children)
+
+
+def _hold_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover
