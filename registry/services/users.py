@@ -1,4 +1,4 @@
-"""Web users: a name, a role and a password hash (werkzeug's scrypt); never the password."""
+"""Web users: a name, a role and a scrypt password hash (services.passwords), never the password."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import datetime as dt
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from registry.db import utcnow
 from registry.errors import BadRequest, Conflict, NotFound, Unauthorized
 from registry.models import ROLES, User
+from registry.services.passwords import check_password, hash_password
 from registry.services.websessions import end_sessions_of
 
 MIN_PASSWORD = 8
 #: Checked against when the name is unknown, so both failures take the same time.
-_DUMMY_HASH = generate_password_hash("not-a-real-password")
+_DUMMY_HASH = hash_password("not-a-real-password")
 
 
 def create_user(session: Session, name: str, role: str, password: str) -> User:
@@ -28,7 +28,7 @@ def create_user(session: Session, name: str, role: str, password: str) -> User:
         raise BadRequest(f"a password has at least {MIN_PASSWORD} characters", field="password")
     if session.scalar(select(User.id).where(User.name == name)) is not None:
         raise Conflict(f"user {name!r} already exists")
-    user = User(name=name, role=role, password_hash=generate_password_hash(password))
+    user = User(name=name, role=role, password_hash=hash_password(password))
     session.add(user)
     session.flush()
     return user
@@ -38,9 +38,9 @@ def authenticate_user(session: Session, name: str, password: str) -> User:
     """The enabled user ``name`` when ``password`` is theirs; Unauthorized otherwise."""
     user = session.scalar(select(User).where(User.name == name)) if name else None
     if user is None:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password(_DUMMY_HASH, password)
         raise Unauthorized("unknown user or wrong password")
-    if not check_password_hash(user.password_hash, password) or user.disabled_at is not None:
+    if not check_password(user.password_hash, password) or user.disabled_at is not None:
         raise Unauthorized("unknown user or wrong password")
     user.last_login_at = utcnow()
     return user
@@ -59,7 +59,7 @@ def set_password(
     if len(password) < MIN_PASSWORD:
         raise BadRequest(f"a password has at least {MIN_PASSWORD} characters", field="password")
     user = _named(session, name)
-    user.password_hash = generate_password_hash(password)
+    user.password_hash = hash_password(password)
     end_sessions_of(session, now or utcnow(), user_ids=[user.id])
     session.flush()
     return user
