@@ -87,6 +87,17 @@ class PayloadTooLarge(RegistryError):
     code = "payload_too_large"
 
 
+class TooManyRequests(RegistryError):
+    """Too many requests; wait ``retry_after`` seconds (every answer carries ``Retry-After``)."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str | None = None, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+
+
 class InvalidInput(RegistryError):
     """Some fields of the request are invalid."""
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from registry.db import make_engine, make_session_factory
-from registry.errors import RegistryError
+from registry.errors import RegistryError, TooManyRequests
 from registry.http import context
 from registry.http.api import bp as api_bp
 from registry.http.limits import BodyLimit, refuse_oversized
@@ -107,6 +107,8 @@ def _as_registry_error(exc: Exception) -> RegistryError:
 def _json_error(err: RegistryError) -> Response:
     response = jsonify(err.to_dict())
     response.status_code = err.status
+    if isinstance(err, TooManyRequests):
+        response.headers["Retry-After"] = str(err.retry_after)
     return response
 
 

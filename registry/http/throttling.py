@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from flask import Response, g, jsonify, request
+from flask import g, request
 
 from registry.db import transaction
 from registry.http import context
@@ -77,11 +77,3 @@ def record_failure(counters: list[Counter]) -> None:
 def retry_after(err: Throttled) -> dict[str, str]:
     """The ``Retry-After`` header for a throttled answer."""
     return {"Retry-After": str(err.retry_after)}
-
-
-def json_answer(err: Throttled) -> Response:
-    """The API's 429: the JSON error shape and ``Retry-After``."""
-    response = jsonify(err.to_dict())
-    response.status_code = err.status
-    response.headers.update(retry_after(err))
-    return response

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.db import is_postgres
-from registry.errors import BadRequest, Forbidden, RegistryError
+from registry.errors import BadRequest, Forbidden, TooManyRequests
 from registry.models import ACTIVE_STATUSES, RUN_KINDS, Run
 from registry.settings import Settings
 
@@ -32,15 +32,13 @@ WINDOW = dt.timedelta(minutes=1)
 WAITING_RETRY_S = 60
 
 
-class QuotaExceeded(RegistryError):
+class QuotaExceeded(TooManyRequests):
     """You have queued as many runs as your quota allows; wait and try again."""
 
-    status = 429
     code = "quota_exceeded"
 
     def __init__(self, message: str, *, limit: str, allowed: int, retry_after: int) -> None:
         super().__init__(message, limit=limit, allowed=allowed, retry_after=retry_after)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

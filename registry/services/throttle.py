@@ -23,24 +23,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from registry.db import is_postgres
-from registry.errors import RegistryError
+from registry.errors import TooManyRequests
 from registry.models import AuthFailure
 
 #: Values longer than this are stored by their sha256 so that a key fits its column.
 _MAX_VALUE = 180
 
 
-class Throttled(RegistryError):
+class Throttled(TooManyRequests):
     """Too many failed attempts; wait before trying again."""
 
-    status = 429
     code = "throttled"
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
             f"too many failed attempts; try again in {retry_after} s", retry_after=retry_after
         )
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from registry.models import Run, Worker
 from registry.query import search as query
 from registry.query.parse import And, Compare, In, Key, Node
 from registry.services import admission, configs, duplicates, queue, workers
-from registry.services.admission import QuotaExceeded
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -109,12 +108,6 @@ def create_run(body: CreateRunRequest) -> Any:
 def _quota() -> admission.Quota:
     """What this request's token may queue."""
     return admission.quota_for(context.settings(), g.token.name, g.token.role)
-
-
-@bp.errorhandler(QuotaExceeded)
-def _quota_exceeded(err: QuotaExceeded) -> Any:
-    """429 in the JSON error shape, naming the limit, with ``Retry-After``."""
-    return jsonify(err.to_dict()), err.status, {"Retry-After": str(err.retry_after)}
 
 
 #: Plain equality query arguments, kept beside ``filter`` for convenience (``?status=queued``).
