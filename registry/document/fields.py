@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from registry.document.spec import SECTION_MODELS, SECTIONS, Document
+from registry.document.spec_model import NESTED
 
 
 def json_schema() -> dict[str, Any]:
@@ -22,14 +23,15 @@ def json_schema() -> dict[str, Any]:
 
 
 def field_help() -> dict[str, dict[str, Any]]:
-    """Per dotted path: description, recommended range (or None) and default."""
+    """Per dotted leaf path (``model.moe.n_group`` too): description, recommended, default."""
     out: dict[str, dict[str, Any]] = {}
     models: list[tuple[str, type[BaseModel]]] = [("", Document)]
     models += [(f"{name}.", model) for name, model in SECTION_MODELS.items()]
+    models += [(f"model.{name}.", model) for name, model in NESTED.items()]
     for prefix, model in models:
         for name, info in model.model_fields.items():
-            if prefix == "" and name in SECTIONS:
-                continue
+            if (prefix == "" and name in SECTIONS) or (prefix == "model." and name in NESTED):
+                continue  # an object, described by its own fields
             extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
             out[prefix + name] = {
                 "description": info.description or "",

@@ -331,7 +331,7 @@ def describe(value: Any) -> str:
 def type_error_message(
     err: Any, fields_of: Callable[[str], list[str] | None], top_level: list[str]
 ) -> str:
-    """Pydantic's error as what is wrong and what to do; fields_of gives a section's fields."""
+    """Pydantic's error as what is wrong and what to do; fields_of gives an object's fields."""
     kind, loc, got = err["type"], err["loc"], describe(err.get("input"))
     if kind == "extra_forbidden":
         return unknown_field_message(loc, fields_of, top_level)
@@ -351,7 +351,7 @@ def type_error_message(
     if kind == "literal_error":
         return f"must be one of {err.get('ctx', {}).get('expected', '')}; got {got}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        fields = fields_of(str(loc[-1])) if loc else None
+        fields = fields_of(".".join(map(str, loc))) if loc else None
         listed = f" ({', '.join(fields)})" if fields else ""
         return f"must be a mapping of fields{listed}, got {got}"
     return f"{err['msg']} (got {got})"
@@ -362,10 +362,12 @@ def unknown_field_message(
 ) -> str:
     """Unknown key, with difflib's closest known name as a "did you mean"."""
     name = str(loc[-1])
+    parent = ".".join(map(str, loc[:-1]))
     if len(loc) == 1:
         choices, where = top_level, "a top-level key"
     else:
-        choices, where = fields_of(str(loc[0])) or [], f"a field of section '{loc[0]}'"
+        kind = f"section '{parent}'" if len(loc) == 2 else f"'{parent}'"
+        choices, where = fields_of(parent) or [], f"a field of {kind}"
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     if close:
         return f"unknown field: '{name}' is not {where}; did you mean '{close[0]}'?"

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.document import advice, rules
+from registry.document import advice, rules, rules_architecture
 from registry.document.issues import Issue, Rule
 
 #: The explicit list of rules: nothing registers itself by being imported.
-RULES: tuple[Rule, ...] = (*rules.CHECKS, *advice.ADVICE)
+RULES: tuple[Rule, ...] = (
+    *rules.CHECKS,
+    *rules_architecture.CHECKS,
+    *advice.ADVICE,
+    *rules_architecture.ADVICE,
+)
 
 
 def run_rules(doc: dict[str, Any], bad: set[str]) -> tuple[list[Issue], list[Issue]]:

@@ -8,9 +8,9 @@ text into data lives in :mod:`registry.document.parse` (``parse_document`` is re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, cast
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import Field, ValidationError
 from pydantic import model_validator as _model_validator
 
 from registry.document.canonical import canonical_json, config_hash, diff, dump, flatten
@@ -18,12 +18,17 @@ from registry.document.issues import Issue
 from registry.document.parse import parse_document
 from registry.document.rules import describe, type_error_message
 from registry.document.ruleset import run_rules
+from registry.document.spec_model import LATER_MODEL_FIELDS, NESTED, ModelSection, drop_unset
+from registry.document.spec_types import ADDED_DECEMBER_2026, Bool, Float, Int, Str
+from registry.document.spec_types import Section as _Section
+from registry.document.spec_types import spec_field as _f
 from registry.errors import InvalidConfig
 
 __all__ = [
     "SECTIONS",
     "Document",
     "Issue",
+    "ModelSection",
     "Validation",
     "canonical_json",
     "config_hash",
@@ -36,9 +41,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-ADDED_DECEMBER_2026 = "config-registry 0.1.0, December 2026 (CONTRACT 5.4)"  # x-added
-#: Optional fields added later: null is left out of the normalised document (hash kept, 5.4).
-LATER_FIELDS: tuple[str, ...] = ("training.checkpoint_every_steps",)
+#: Optional fields added later: null (or false, or an object of nulls) is left out of the
+#: normalised document, so older documents keep their hash (CONTRACT 5.4, 5.6).
+LATER_FIELDS: tuple[str, ...] = ("training.checkpoint_every_steps", *LATER_MODEL_FIELDS)
 #: What a null training.checkpoint_every_steps means (kept cheap for small runs).
 DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
 #: The sections of the document, in the order they are written.
@@ -50,69 +55,6 @@ SECTIONS: tuple[str, ...] = (
     "data",
     "resources",
 )
-
-
-def _integral(value: Any) -> Any:
-    # 12.0 is a whole number; 12.5, "12" and true are not (the strict core rejects them).
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_integral), Strict()]
-Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-Bool = Annotated[bool, Strict()]
-Str = Annotated[str, Strict()]
-
-
-def _f(default: Any, description: str, recommended: str | None = None, **schema: Any) -> Any:
-    """A field with its guide-derived help text and JSON-Schema bounds (checked by the rules)."""
-    extra = dict(schema)
-    if recommended:
-        extra["x-recommended"] = recommended
-    return Field(default=default, description=description, json_schema_extra=extra or None)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=False)
-
-
-class ModelSection(_Section):
-    """The transformer architecture (a transformers model type)."""
-
-    architecture: Literal["deepseek_v2", "llama"] = _f(
-        "deepseek_v2", "The transformers model type: DeepSeek-V2 (MLA attention, MoE) or Llama."
-    )
-    model_dim: Int = _f(
-        256,
-        "Hidden size: the vector dimension of each token; drives model capacity.",
-        "512-768 for light tasks (e.g. classification); 1024-1536 for complex ones "
-        "(e.g. multimodal), which need 16GB+ of GPU memory",
-        exclusiveMinimum=0,
-    )
-    num_attention_heads: Int = _f(
-        8,
-        "Parallel attention heads; model_dim must be divisible by it.",
-        "8-32",
-        exclusiveMinimum=0,
-    )
-    num_hidden_layers: Int = _f(4, "Transformer blocks.", exclusiveMinimum=0)
-    intermediate_size: Int | None = _f(
-        None,
-        "Feed-forward width; null derives it from model_dim (Llama's rule: 8/3 x "
-        "model_dim rounded up to a multiple of 256).",
-        exclusiveMinimum=0,
-    )
-    max_position_embeddings: Int = _f(
-        512,
-        "Longest sequence the position encoding is set up for; >= data.seq_len.",
-        exclusiveMinimum=0,
-    )
-    vocab_size: Int | None = _f(
-        None,
-        "Vocabulary size; null takes the tokenizer's (byte: 259, bpe: 4096).",
-        minimum=259,
-    )
 
 
 class TrainingSection(_Section):
@@ -306,8 +248,12 @@ SECTION_MODELS: dict[str, type[_Section]] = {
 _TOP_LEVEL = ["schema_version", "task", *SECTIONS]
 
 
-def _fields_of(section: str) -> list[str] | None:
-    model = SECTION_MODELS.get(section)
+def _fields_of(path: str) -> list[str] | None:
+    """The field names of a section (``model``) or a nested object (``model.moe``)."""
+    section, _, nested = path.partition(".")
+    model: type[_Section] | None = SECTION_MODELS.get(section)
+    if nested:
+        model = NESTED.get(nested) if section == "model" else None
     return list(model.model_fields) if model else None
 
 
@@ -356,9 +302,9 @@ def validate(raw: Any) -> Validation:
 
 
 def _without_unset_later_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    for section, _, name in (path.partition(".") for path in LATER_FIELDS):
-        if doc[section].get(name, 0) is None:
-            del doc[section][name]
+    if doc["training"].get("checkpoint_every_steps", 0) is None:
+        del doc["training"]["checkpoint_every_steps"]
+    doc["model"] = drop_unset(doc["model"])
     return doc
 
 
@@ -391,10 +337,18 @@ def _typed(raw: dict[Any, Any]) -> tuple[list[Issue], set[str], dict[str, Any]]:
 
 
 def _without(raw: dict[Any, Any], locs: list[tuple[Any, ...]]) -> dict[Any, Any]:
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    """A copy of ``raw`` without the values at ``locs`` (or the nearest mapping above one)."""
+    out = _copied(raw)
     for loc in locs:
-        if len(loc) == 1 or (len(loc) >= 2 and not isinstance(out.get(loc[0]), dict)):
-            out.pop(loc[0], None)
-        elif len(loc) >= 2:
-            out[loc[0]].pop(loc[1], None)
+        node = out
+        for depth, key in enumerate(loc):
+            below = node.get(key)
+            if depth == len(loc) - 1 or not isinstance(below, dict):
+                node.pop(key, None)
+                break
+            node = below
     return out
+
+
+def _copied(value: Any) -> Any:
+    return {k: _copied(v) for k, v in value.items()} if isinstance(value, dict) else value
