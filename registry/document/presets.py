@@ -1,4 +1,8 @@
-"""Scenario presets from the parameter guide, each a complete normalised document."""
+"""Scenario presets from the parameter guide, each a complete normalised document.
+
+The presets of real models (DeepSeek-V2.5, DeepSeek-V2-Lite, Llama-3-8B) are defined in
+:mod:`registry.document.presets_models` and listed after the guide's scenarios.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from registry.document.spec import normalize
+from registry.document import presets_models
+from registry.document.spec import normalize, validate
 from registry.errors import NotFound
 
 
@@ -162,14 +167,19 @@ _SOURCES: list[tuple[str, str, str, dict[str, Any]]] = [
 
 @cache
 def _presets() -> dict[str, Preset]:
-    return {
+    out = {
         name: Preset(name, description, section, normalize(partial))
         for name, section, description, partial in _SOURCES
     }
+    for name, section, description, partial in presets_models.SOURCES:
+        doc = normalize(partial)
+        needs = presets_models.needs(validate(doc).estimate or {}, doc)
+        out[name] = Preset(name, description + needs, section, doc)
+    return out
 
 
 def list_presets() -> list[Preset]:
-    """Every preset, in the guide's order (tiny-cpu first)."""
+    """Every preset, in the guide's order (tiny-cpu first), then the real models."""
     return [_copy(p) for p in _presets().values()]
 
 

@@ -21,6 +21,14 @@ GUIDE = {
 }
 
 
+#: The real models: (published total parameters, the active share per token of the papers).
+REAL = {
+    "deepseek-v2.5": (235_741_434_880, 21e9),
+    "deepseek-v2-lite": (15_706_484_224, 2.4e9),
+    "llama-3-8b": (8_030_261_248, 8.03e9),
+}
+
+
 def test_every_guide_scenario_has_a_preset() -> None:
     names = {p.name: p.section for p in list_presets()}
     assert {k: names[k] for k in GUIDE} == GUIDE
@@ -32,7 +40,12 @@ def test_preset_is_valid_normalised_and_cites_the_guide(preset) -> None:  # type
     result = spec.validate(preset.document)
     assert result.valid, result.errors
     assert result.normalized == preset.document
-    if preset.name != "tiny-cpu":
+    if preset.name in REAL:
+        # The published shapes exceed the guide's small-model ranges and one device.
+        allowed = {"resources.gpu_memory_gb", "model.num_attention_heads"}
+        assert {w.field for w in result.warnings} <= allowed, result.warnings
+        assert "Guide" in preset.description and preset.section in preset.description
+    elif preset.name != "tiny-cpu":
         # The only warning a guide preset may carry: its task is trained as a causal LM.
         assert all(w.field == "task" for w in result.warnings), result.warnings
         assert "Guide" in preset.description and preset.section in preset.description
@@ -79,3 +92,45 @@ def test_get_preset_unknown_is_not_found() -> None:
 def test_returned_documents_are_copies() -> None:
     get_preset("tiny-cpu").document["model"]["model_dim"] = 1
     assert get_preset("tiny-cpu").document["model"]["model_dim"] == 64
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_real_model_presets_are_the_published_models(name: str) -> None:
+    preset = get_preset(name)
+    doc, (total, active) = preset.document, REAL[name]
+    estimate = spec.validate(doc).estimate
+    assert estimate is not None
+    assert estimate["parameters"] == total  # transformers' numel of the published config
+    assert abs(estimate["active_parameters"] - active) / active < 0.15
+    training = doc["training"]
+    assert training["precision"] == "bf16" and training["gradient_checkpointing"] is True
+    assert 1e-5 <= training["learning_rate"] <= 5e-5 and training["warmup_ratio"] == 0.1
+    assert (doc["generation"]["temperature"], doc["generation"]["top_p"]) == (0.7, 0.92)
+    assert doc["data"]["seq_len"] <= doc["model"]["max_position_embeddings"]
+    # what it needs, computed from the estimate: devices and memory per device both ways
+    needs = preset.description
+    assert f"{total:,} parameters" in needs
+    assert f"fully sharded over {doc['resources']['gpus']} devices" in needs
+    assert "data parallel" in needs and "without" in needs
+
+
+def test_real_model_shapes() -> None:
+    v25 = get_preset("deepseek-v2.5").document["model"]
+    assert v25["moe"] == {
+        "n_routed_experts": 160,
+        "num_experts_per_tok": 6,
+        "n_shared_experts": 2,
+        "moe_intermediate_size": 1536,
+        "first_k_dense_replace": 1,
+        "topk_method": "group_limited_greedy",
+        "n_group": 8,
+        "topk_group": 3,
+        "routed_scaling_factor": 16.0,
+    }
+    assert v25["mla"]["q_lora_rank"] == 1536 and v25["mla"]["kv_lora_rank"] == 512
+    lite = get_preset("deepseek-v2-lite").document["model"]
+    assert "q_lora_rank" not in lite["mla"]  # no query compression
+    assert lite["moe"]["topk_method"] == "greedy" and lite["moe"]["n_routed_experts"] == 64
+    llama = get_preset("llama-3-8b").document["model"]
+    assert (llama["num_key_value_heads"], llama["vocab_size"]) == (8, 128256)
+    assert "tie_word_embeddings" not in llama  # false: untied, left out of the hash
