@@ -1,8 +1,9 @@
 """``make bench``: every benchmark in turn, each a script of its own (see docs/benchmarks.md).
 
 Each figure is a ratio against a baseline measured in the same run (our training loop vs a bare
-torch loop, our claims vs a raw SKIP LOCKED loop, our query vs MLflow's search_runs), since this
-machine is shared and noisy. ``--quick`` shrinks every benchmark to a smoke run.
+torch loop, our claims vs a raw SKIP LOCKED loop, the queue's requests under load vs GET /health,
+our query vs MLflow's search_runs), since this machine is shared and noisy. ``--quick`` shrinks
+every benchmark to a smoke run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 FULL = {
     "bench_training.py": [],
     "bench_claims.py": ["--clients", "8", "--seconds", "5"],
+    "bench_load_queue.py": ["--workers", "8", "--runs", "2000", "--serve-workers", "4"],
     "bench_query_mlflow.py": ["--runs", "100000", "--postgres"],
     "bench_query.py": ["--runs", "100000", "--postgres"],
     "bench_pages.py": ["--runs", "10000"],
@@ -37,6 +39,7 @@ QUICK = {
         "--latency-runs",
         "1",
     ],
+    "bench_load_queue.py": ["--quick"],
     "bench_query_mlflow.py": [*QUICK_STORE, "--mlflow-repeat", "1", "--postgres"],
     "bench_query.py": [*QUICK_STORE, "--postgres"],
     "bench_pages.py": ["--runs", "1000", "--repeat", "3"],

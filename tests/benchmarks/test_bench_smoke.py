@@ -18,7 +18,7 @@ from tests.support.dbs import postgres_available, require_postgres
 from tests.support.procs import start
 
 #: Benchmarks that use PostgreSQL whatever their arguments say.
-ALWAYS_POSTGRES = {"bench_claims.py"}
+ALWAYS_POSTGRES = {"bench_claims.py", "bench_load_queue.py"}
 #: Seconds one smoke run may take (together they take about two minutes here).
 TIMEOUT = 300.0
 
