@@ -15,12 +15,15 @@ from typing import Any
 
 from registry.document import spec
 from registry.document.fields import json_schema
+from registry.document.spec_model import LATER_MODEL_FIELDS
+from registry.http.web.derived import derived_values
 from registry.http.web.formatting import value_text
 from registry.services.text import text_problem
 
 SECTION_TITLES = {
     "general": "General",
     "model": "Model",
+    "architecture": "Architecture details",
     "training": "Training",
     "generation": "Generation",
     "multimodal": "Multimodal",
@@ -45,8 +48,13 @@ class Field:
 
     @property
     def name(self) -> str:
-        """The field's own name (the last part of its path)."""
-        return self.path.rsplit(".", 1)[-1]
+        """The field's name within its section (``n_group`` of model.moe is ``moe.n_group``)."""
+        return self.path.split(".", 1)[-1]
+
+    @property
+    def derivable(self) -> bool:
+        """An architecture field whose null the form shows resolved (CONTRACT 5.6)."""
+        return self.optional and self.path in LATER_MODEL_FIELDS
 
     @property
     def input_id(self) -> str:
@@ -92,17 +100,41 @@ def _field(path: str, prop: dict[str, Any]) -> Field:
     )
 
 
+def _ref(prop: dict[str, Any]) -> str | None:
+    """The name of the object a property holds (``$ref``, or one under ``anyOf``), if any."""
+    refs = [v["$ref"] for v in [prop, *prop.get("anyOf", [])] if "$ref" in v]
+    return refs[0].rsplit("/", 1)[-1] if refs else None
+
+
+def _fields(schema: dict[str, Any], prefix: str, ref: str) -> list[Field]:
+    """The inputs of an object of the schema; nested objects (model.moe) become their leaves."""
+    out = []
+    for name, prop in schema["$defs"][ref]["properties"].items():
+        nested = _ref(prop)
+        if nested:
+            out += _fields(schema, f"{prefix}{name}.", nested)
+        else:
+            out.append(_field(prefix + name, prop))
+    return out
+
+
 @cache
 def sections() -> tuple[Section, ...]:
-    """Every section with its fields, in the document's order (task first, under General)."""
+    """Every section with its fields, in the document's order (task first, under General).
+
+    The model's architecture fields (CONTRACT 5.6: grouped-query attention, tied embeddings,
+    MoE, MLA) follow the model section as a group of their own, "Architecture details".
+    """
     schema = json_schema()
     task = _field("task", schema["properties"]["task"])
     out = [Section("general", SECTION_TITLES["general"], [task])]
     for key in spec.SECTIONS:
-        ref = schema["properties"][key]["$ref"].rsplit("/", 1)[-1]
-        props = schema["$defs"][ref]["properties"]
-        fields = [_field(f"{key}.{name}", props[name]) for name in props]
-        out.append(Section(key, SECTION_TITLES.get(key, key.title()), fields))
+        fields = _fields(schema, f"{key}.", str(_ref(schema["properties"][key])))
+        plain = [f for f in fields if f.path not in LATER_MODEL_FIELDS]
+        out.append(Section(key, SECTION_TITLES.get(key, key.title()), plain))
+        if key == "model":
+            details = [f for f in fields if f.path in LATER_MODEL_FIELDS]
+            out.append(Section("architecture", SECTION_TITLES["architecture"], details))
     return tuple(out)
 
 
@@ -166,11 +198,10 @@ def _number(raw: str, whole: bool) -> int | float:
 
 
 def _put(doc: dict[str, Any], path: str, value: Any) -> None:
-    head, _, rest = path.partition(".")
-    if rest:
-        doc.setdefault(head, {})[rest] = value
-    else:
-        doc[head] = value
+    *parents, leaf = path.split(".")
+    for part in parents:
+        doc = doc.setdefault(part, {})
+    doc[leaf] = value
 
 
 @dataclass
@@ -184,6 +215,7 @@ class Checked:
     other_warnings: list[str] = field(default_factory=list)
     estimate: dict[str, Any] | None = None
     hash: str | None = None
+    derived: dict[str, str] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -200,6 +232,7 @@ class Checked:
             "other_warnings": self.other_warnings,
             "estimate": self.estimate,
             "hash": self.hash,
+            "derived": self.derived,
         }
 
 
@@ -207,7 +240,7 @@ def check(doc: dict[str, Any], read_errors: Mapping[str, str] | None = None) -> 
     """Validate ``doc``; each issue lands on its field when the form has one."""
     paths = {f.path for f in all_fields()}
     result = spec.validate(doc)
-    checked = Checked(doc, estimate=result.estimate, hash=result.hash)
+    checked = Checked(doc, estimate=result.estimate, hash=result.hash, derived=derived_values(doc))
     for path, message in (read_errors or {}).items():
         checked.field_errors.setdefault(path, []).append(message)
     for issue in result.errors:

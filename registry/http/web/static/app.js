@@ -50,6 +50,7 @@
         if (errors.length) input.setAttribute("aria-invalid", "true");
         else input.removeAttribute("aria-invalid");
       }
+      showDerived(field, path, (result.derived || {})[path]);
     });
     var estimate = result.estimate || {};
     document.querySelectorAll("#estimate dd[data-key]").forEach(function (dd) {
@@ -68,6 +69,18 @@
       (problems.length === 1 ? "" : "s") + " to fix:", problems));
     if (result.other_warnings.length) summary.appendChild(box("warning",
       "Warnings (saving is still allowed):", result.other_warnings));
+  }
+
+  // An empty architecture field shows what it resolves to (placeholder and hint).
+  function showDerived(field, path, value) {
+    var hint = document.getElementById("d-f-" + path.replace(/\./g, "-"));
+    if (!hint) return;
+    hint.hidden = !value;
+    if (value) hint.querySelector("strong").textContent = value;
+    var input = field.querySelector("input:not([type=checkbox])");
+    if (input) input.placeholder = value || "null";
+    var empty = field.querySelector("select option[value='']");
+    if (empty) empty.textContent = value ? "null: " + value : "null";
   }
 
   function box(kind, title, items) {
