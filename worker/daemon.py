@@ -19,7 +19,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from registry import errors
 from registry.client import API, Client
 from registry.settings import Settings
 from worker.heartbeat import Heartbeat, Progress
+from worker.lost import InFlight, close_earlier_attempts
 from worker.outbox import Outbox, default_dir
 from worker.signals import PidFile, PidFileError, StopSignal, drain
 
@@ -66,6 +67,7 @@ class Daemon:
         self.execute, self.tracker, self.device, self.options = execute, tracker, device, options
         self.stop = stop or StopSignal()
         self.outbox = Outbox(options.state_dir / "outbox")
+        self.in_flight = InFlight(options.state_dir)
         self.runs_done = 0
 
     # -- the loop ------------------------------------------------------------------------
@@ -75,6 +77,7 @@ class Daemon:
         if not self.register():
             return 0  # stopped before the service answered
         self.flush_outbox()
+        self.in_flight.close_orphan(self.tracker)  # a predecessor killed mid-run
         delay = self.options.poll_min
         while self.stop.claiming:  # a warm stop or a drain ends the loop here
             job = self.claim()
@@ -146,43 +149,18 @@ class Daemon:
         workdir = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self._workdirs()))
         try:
             with beat:
-                self.close_earlier_attempts(job)
-                report = self._execute(job, beat, progress, workdir)
+                close_earlier_attempts(self.tracker, job)
+                report = self._execute(job, beat, self.in_flight.watch(job, progress), workdir)
         finally:
+            self.in_flight.clear()  # execute ended its MLflow run, whatever happened
             shutil.rmtree(workdir, ignore_errors=True)
         if report is not None:
             self.report(run_id, report)  # delivered only while the lease is current (409: dropped)
         elif beat.lost in (None, "unreachable"):  # cut off: hand back if it was not reaped yet
             self.release(run_id, lease)
 
-    def close_earlier_attempts(self, job: Mapping[str, Any]) -> None:
-        """Mark KILLED the MLflow runs of this run's earlier attempts that a lost worker left
-        RUNNING (MLflow never ends a run whose process died)."""
-        client = getattr(self.tracker, "client", None)
-        run, attempt = job["run"], int(job["run"].get("attempt") or 1)
-        if client is None or attempt <= 1:
-            return
-        try:
-            experiment = client.get_experiment_by_name(str(run["config"]))
-            if experiment is None:
-                return
-            found = client.search_runs(
-                [experiment.experiment_id],
-                f"tags.`registry.run_id` = '{int(run['id'])}' AND attributes.status = 'RUNNING'",
-            )
-            for orphan in found:
-                if orphan.data.tags.get("registry.attempt") != str(attempt):
-                    client.set_terminated(orphan.info.run_id, "KILLED")
-                    log.info(
-                        "run=%s: MLflow run %s of an earlier attempt marked KILLED",
-                        run["id"],
-                        orphan.info.run_id,
-                    )
-        except Exception:  # tidying must never cost the run itself
-            log.warning("run=%s: could not tidy earlier MLflow runs", run["id"], exc_info=True)
-
     def _execute(
-        self, job: dict[str, Any], beat: Heartbeat, progress: Progress, workdir: Path
+        self, job: dict[str, Any], beat: Heartbeat, progress: Callable[..., None], workdir: Path
     ) -> dict[str, Any] | None:
         """The completion to report, or None when the run was stopped without a result."""
         from worker.failures import describe_error
@@ -227,6 +205,8 @@ class Daemon:
         try:
             self._post(f"/runs/{run_id}/release", {"lease": lease})
             log.info("run=%s released to the queue", run_id)
+        except errors.Conflict as exc:  # reaped (and perhaps claimed again): not ours any more
+            log.warning("run=%s: release refused (409 %s): %s", run_id, exc.code, exc.message)
         except errors.RegistryError as exc:
             log.warning("run=%s: release failed (%s); the lease will expire", run_id, exc.message)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ pytestmark = pytest.mark.slow
 TRAINING = {"num_training_steps": 80, "eval_every_steps": 40, "checkpoint_every_steps": 10}
 MEASURED = {"tokens_per_second", "peak_memory_mb"}
 RUN_TIMEOUT = 300
+LEASE_S = 3
 
 
 @pytest.fixture
 def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
-    env = {"DATABASE_URL": settings.database_url, "REGISTRY_LEASE_SECONDS": "3"}
+    env = {"DATABASE_URL": settings.database_url, "REGISTRY_LEASE_SECONDS": str(LEASE_S)}
     started = start_server(env, tmp_path / "logs" / "server.log")
     yield started
     started.proc.stop()
@@ -89,7 +91,14 @@ def test_kill_9_after_a_checkpoint_is_finished_from_it_as_attempt_2(
     first = _worker(server, settings, tokens["worker"], tmp_path, "w1")
     step = wait_for(lambda: _checkpointed(settings, killed_run["id"]), RUN_TIMEOUT, "a checkpoint")
     os.kill(first.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
     first.wait(30)
+
+    def requeued() -> bool:  # by the service's reaper: no other worker runs yet
+        return server.get(f"/runs/{killed_run['id']}", admin).json()["status"] == "queued"
+
+    wait_for(requeued, LEASE_S + 10, "the killed run queued again (lease + 10 s)")
+    print(f"queued again {time.monotonic() - killed_at:.1f}s after kill -9 (lease {LEASE_S}s)")
     whole_run = _queue(server, admin)
     second = _worker(server, settings, tokens["worker"], tmp_path, "w2", "--max-runs", "2")
     resumed = _succeeded(server, admin, killed_run["id"], second)
@@ -103,3 +112,10 @@ def test_kill_9_after_a_checkpoint_is_finished_from_it_as_attempt_2(
     keys = whole["metrics"].keys() - MEASURED
     assert {"train_loss", "val_loss"} <= keys
     assert {k: resumed["metrics"][k] for k in keys} == {k: whole["metrics"][k] for k in keys}
+    # The dead attempt's MLflow run is not left RUNNING (the next attempt's worker ends it).
+    experiment = _mlflow(settings).get_experiment_by_name("tiny").experiment_id
+    found = _mlflow(settings).search_runs(
+        [experiment], f"tags.`registry.run_id` = '{killed_run['id']}'"
+    )
+    attempts = sorted((r.data.tags["registry.attempt"], r.info.status) for r in found)
+    assert attempts == [("1", "KILLED"), ("2", "FINISHED")]
