@@ -9,15 +9,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from registry.document.architecture import model_type, transformers_config_kwargs
+from registry.document.architecture import kv_heads, model_type, transformers_config_kwargs
 
 
 def build_config(doc: Mapping[str, Any]) -> Any:
-    """The transformers config object for a normalised document."""
+    """The transformers config object for a normalised document.
+
+    Every field of the document's model section reaches the config (through
+    ``transformers_config_kwargs``): num_key_value_heads, tie_word_embeddings, and for
+    deepseek_v2 each resolved model.moe and model.mla size. DeepSeek-V2's latent attention
+    expands its key-value latent to every head, so there key-value heads other than the
+    attention heads cannot be built (its forward fails) and are refused here.
+    """
     import transformers
 
+    plain = dict(doc)
+    heads = plain["model"]["num_attention_heads"]
+    if model_type(plain) == "deepseek_v2" and kv_heads(plain) != heads:
+        raise ValueError(
+            f"model.num_key_value_heads {kv_heads(plain)}: deepseek_v2 gives every one of its "
+            f"{heads} heads its own keys and values; set it to null or {heads}"
+        )
     classes = {"deepseek_v2": transformers.DeepseekV2Config, "llama": transformers.LlamaConfig}
-    return classes[model_type(dict(doc))](**transformers_config_kwargs(dict(doc)))
+    return classes[model_type(plain)](**transformers_config_kwargs(plain))
 
 
 def build_model(doc: Mapping[str, Any], vocab_size: int | None = None) -> Any:

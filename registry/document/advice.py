@@ -113,15 +113,26 @@ def fp16_overflow(doc: dict[str, Any]) -> Iterator[Issue]:
 
 @rule("*")
 def memory_fits(doc: dict[str, Any]) -> Iterator[Issue]:
-    """The estimated peak training memory must fit resources.gpu_memory_gb."""
+    """The estimated peak training memory per device must fit resources.gpu_memory_gb."""
     from registry.document.estimate import estimate
 
     est = estimate(doc)
     budget, peak = doc["resources"]["gpu_memory_gb"], est["peak_memory_gb"]
     if peak <= budget:
         return
+    yield warning(
+        "resources.gpu_memory_gb",
+        f"estimated peak training memory {peak:.2f} GiB per device "
+        f"exceeds gpu_memory_gb ({budget:g}) by {peak - budget:.2f} GiB; "
+        + "; or ".join(_memory_remedies(doc, est)),
+    )
+
+
+def _memory_remedies(doc: dict[str, Any], est: dict[str, Any]) -> list[str]:
+    """The guide's remedies (5.1), with the estimate each gives where there is one."""
+    training, gpus = doc["training"], doc["resources"]["gpus"]
     remedies = []
-    if not doc["training"]["gradient_checkpointing"]:
+    if not training["gradient_checkpointing"]:
         remedies.append(
             "set training.gradient_checkpointing: true (estimate "
             f"{est['peak_memory_gb_with_checkpointing']:.2f} GiB)"
@@ -131,11 +142,23 @@ def memory_fits(doc: dict[str, Any]) -> Iterator[Issue]:
     )
     if doc["model"]["model_dim"] > 768:
         remedies.append("lower model.model_dim to 768")
-    yield warning(
-        "resources.gpu_memory_gb",
-        f"estimated peak training memory {peak:.2f} GiB "
-        f"exceeds gpu_memory_gb ({budget:g}) by {peak - budget:.2f} GiB; " + "; or ".join(remedies),
-    )
+    if gpus > 1:
+        sharded = f"{est['peak_memory_gb_fully_sharded']:.2f} GiB per device"
+        if not training["gradient_checkpointing"]:
+            with_ckpt = est["memory_per_device_gb"]["fully_sharded"]["with_checkpointing"]
+            sharded += f", {with_ckpt:.2f} GiB with gradient checkpointing"
+        remedies.append(
+            f"shard the weights, gradients and optimiser state over the {gpus} GPUs (fully "
+            "sharded data parallel: PyTorch FSDP or DeepSpeed ZeRO-3, the guide's model "
+            f"parallelism): {sharded}"
+        )
+    need = est["gpus_to_fit_fully_sharded"]
+    if need is not None and need > gpus:
+        remedies.append(
+            f"set resources.gpus to at least {need} and shard over them (fully sharded "
+            "with gradient checkpointing fits then)"
+        )
+    return remedies
 
 
 @rule("task")
