@@ -80,6 +80,12 @@ class StaleLease(Conflict):
     code = "stale_lease"
 
 
+class MlflowRunMismatch(Conflict):
+    """This attempt already reported another MLflow run; an attempt logs to one."""
+
+    code = "mlflow_run_mismatch"
+
+
 class PayloadTooLarge(RegistryError):
     """The request body is larger than 1 MiB."""
 

@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         JSON_SORT_KEYS=False,
     )
     engine = engine or make_engine(settings.database_url)
-    context.install(app, context.Services(settings, engine, make_session_factory(engine)))
+    sessions, readers = make_session_factory(engine), make_session_factory(engine, reads=True)
+    context.install(app, context.Services(settings, engine, sessions, readers))
 
     _install_input_limits(app)
     _install_session_per_request(app)
@@ -61,12 +62,18 @@ def _install_input_limits(app: Flask) -> None:
     app.before_request(refuse_oversized)
 
 
+#: Methods whose handlers write nothing: their session only reads (registry.db.read_only).
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def _install_session_per_request(app: Flask) -> None:
-    """Each request gets one session; it commits only when the answer is a success."""
+    """Each request gets one session (a reading one for GET, HEAD and OPTIONS, which write
+    nothing, so they never take SQLite's write lock); it commits only on a success."""
 
     @app.before_request
     def _open_session() -> None:
-        g.db = context.of(app).sessions()
+        services = context.of(app)
+        g.db = (services.readers if request.method in READ_METHODS else services.sessions)()
 
     @app.after_request
     def _commit(response: Response) -> Response:

@@ -219,3 +219,28 @@ def test_filter_csrf_and_escaping(page: Any, server: Server, tokens: dict[str, s
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto("/configs/xss")
     shot(page, "09-phone-config")
+
+
+def test_architecture_details_show_what_empty_fields_derive(
+    page: Any, server: Server, tokens: dict[str, str]
+) -> None:
+    """An empty MLA/MoE/GQA field shows its derived value, and follows the model section."""
+    from playwright.sync_api import expect
+
+    sign_in(page, tokens["admin"])
+    page.goto("/configs/-/new?from=preset:tiny-cpu")
+    rank, rank_hint = (
+        page.locator("#f-model-mla-kv_lora_rank"),
+        page.locator("#d-f-model-mla-kv_lora_rank"),
+    )
+    expect(rank_hint).to_contain_text("32")  # 4 x head_dim (64 / 8)
+    page.fill("#f-model-model_dim", "128")
+    expect(rank_hint).to_contain_text("64")  # the live check recomputed it
+    expect(rank).to_have_attribute("placeholder", "64")
+    page.fill("#f-model-mla-kv_lora_rank", "48")
+    expect(rank_hint).to_be_hidden()  # given, so nothing is derived
+    page.select_option("#f-model-architecture", "llama")
+    experts = page.locator("#d-f-model-moe-n_routed_experts")
+    expect(experts).to_contain_text("deepseek_v2 only")
+    expect(page.locator("#summary")).to_contain_text("model.mla")  # kv_lora_rank on a llama
+    shot(page, "10-architecture-details")
