@@ -66,9 +66,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: The execution option that marks a connection's transactions as reads (see ``read_only``).
+READ_ONLY = "registry_read_only"
+
+
 def _sqlite_begin(conn: Any) -> None:
-    # BEGIN IMMEDIATE takes the write lock up front, so read-then-write never deadlocks.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A writer's BEGIN IMMEDIATE takes the write lock up front, so read-then-write never
+    # deadlocks; a reader's plain (deferred) BEGIN takes none: under WAL it reads a snapshot
+    # beside the one writer, so page views never queue heartbeats and claims behind them.
+    read = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -85,18 +92,36 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         )
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    # A pooled connection that the server dropped (a restart, a failover) is replaced at
+    # checkout instead of failing the request; a server that does not answer fails a new
+    # connection after 10 s (the app answers 503 then) instead of the OS's minutes.
     kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 10, **kwargs.get("connect_args", {})}
     return create_engine(url, **kwargs)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A session factory bound to ``engine``; objects stay readable after commit."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def read_only(engine: Engine) -> Engine:
+    """``engine`` (same pool) for transactions that only read: a deferred ``BEGIN`` on SQLite
+    (no write lock), ``BEGIN READ ONLY`` on PostgreSQL (a write in it is an error)."""
+    return engine.execution_options(**{READ_ONLY: True, "postgresql_readonly": True})
+
+
+def is_reading(session: Session) -> bool:
+    """Whether ``session`` is bound to a ``read_only`` engine."""
+    return bool(session.get_bind().get_execution_options().get(READ_ONLY, False))
+
+
+def make_session_factory(engine: Engine, *, reads: bool = False) -> sessionmaker[Session]:
+    """A session factory bound to ``engine`` (``reads``: to ``read_only(engine)``); objects
+    stay readable after commit."""
+    return sessionmaker(bind=read_only(engine) if reads else engine, expire_on_commit=False)
 
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
+    """One unit of work that may write (on SQLite ``BEGIN IMMEDIATE`` unless ``factory`` is a
+    reading one): commit on success, roll back on any error."""
     session = factory()
     try:
         yield session
@@ -106,6 +131,27 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work that only reads (see ``read_only``), whatever ``factory`` is bound to;
+    rolled back at the end."""
+    bind = factory.kw["bind"]
+    session = factory(bind=bind if bind.get_execution_options().get(READ_ONLY) else read_only(bind))
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+def end_transaction(session: Session) -> None:
+    """Commit ``session`` and release its connection now, before slow work outside the database
+    (an MLflow read, a network call). Its objects stay readable, detached: a lazy load after
+    this raises instead of opening a transaction again."""
+    session.commit()
+    session.close()
 
 
 @contextmanager

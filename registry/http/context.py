@@ -1,4 +1,4 @@
-"""What a request reaches the app's parts through: settings, the engine, the session factory.
+"""What a request reaches the app's parts through: settings, the engine, the session factories.
 
 Views and route modules import this module, never the app: ``create_app`` puts one
 ``Services`` on the app, and ``current()`` finds it on the app of the current request.
@@ -24,6 +24,8 @@ class Services:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    #: Sessions for requests that only read (``registry.db.read_only``: no SQLite write lock).
+    readers: sessionmaker[Session]
 
 
 def install(app: Flask, services: Services) -> None:

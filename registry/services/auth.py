@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from registry.db import utcnow
@@ -41,18 +41,30 @@ def create_token(session: Session, name: str, role: str) -> str:
     return secret
 
 
-def authenticate(session: Session, secret: str | None) -> Token:
-    """The live token for ``secret``; 401 when missing, unknown or revoked."""
+def authenticate(session: Session, secret: str | None, *, record_use: bool = True) -> Token:
+    """The live token for ``secret``; 401 when missing, unknown or revoked. Its use is recorded
+    (``last_used_at``, at most once a minute) unless ``record_use`` is False: a read-only
+    session leaves that to :func:`record_use` in a transaction of its own."""
     if not secret:
         raise Unauthorized("send Authorization: Bearer <token>")
     token = session.scalar(select(Token).where(Token.token_hash == hash_token(secret)))
     if token is None or token.revoked_at is not None:
         raise Unauthorized("the token is unknown or revoked")
     now = utcnow()
-    # Throttled so that reads do not all become writes.
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+    if record_use and use_is_due(token, now):
         token.last_used_at = now
     return token
+
+
+def use_is_due(token: Token, now: dt.datetime) -> bool:
+    """Whether a use of ``token`` at ``now`` should be recorded (throttled so that reads do not
+    all become writes)."""
+    return token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60
+
+
+def record_use(session: Session, token_id: int, now: dt.datetime) -> None:
+    """Set ``last_used_at`` of token ``token_id`` to ``now``."""
+    session.execute(update(Token).where(Token.id == token_id).values(last_used_at=now))
 
 
 def revoke_tokens(session: Session, name: str, now: dt.datetime | None = None) -> list[int]:

@@ -32,6 +32,7 @@ from registry.services import leases
 from registry.services.admission import Quota, admit, check_request
 from registry.services.duplicates import refuse_duplicate
 from registry.services.indexing import index_finished_run
+from registry.services.progress import note
 from registry.services.workers import touch_worker
 
 MAX_ATTEMPTS = 3
@@ -207,18 +208,19 @@ def heartbeat(
     now: dt.datetime,
     lease_seconds: int,
     progress: dict[str, Any] | None = None,
+    mlflow_run_id: str | None = None,
 ) -> Run:
     """Renew the lease; 409 when it is not current (docs/queue.md, "Fencing") or cancelled.
 
     A lease whose time passed but that nobody reaped yet is still current, as for complete
-    and release: the reap, not the clock, ends a lease.
+    and release: the reap, not the clock, ends a lease. ``mlflow_run_id``: the attempt's
+    MLflow run, shown while it runs (:func:`registry.services.progress.note`).
     """
     run = _current(session, run_id, lease)
     if run.cancel_requested:
         raise _stale(run, f"run {run_id} was cancelled; stop it and report")
+    note(run, _finite(progress) if progress is not None else None, mlflow_run_id)
     run.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-    if progress is not None:
-        run.progress = _finite(progress)
     if run.worker_id:
         touch_worker(session, run.worker_id, now, run.id)
     session.flush()

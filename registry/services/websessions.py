@@ -54,14 +54,28 @@ def open_session(
     return secret
 
 
-def live_session(session: Session, secret: str, now: dt.datetime) -> WebSession | None:
-    """The session row for ``secret`` if it is neither ended nor expired at ``now``."""
+def live_session(
+    session: Session, secret: str, now: dt.datetime, *, record_use: bool = True
+) -> WebSession | None:
+    """The session row for ``secret`` if it is neither ended nor expired at ``now``; its
+    ``last_seen_at`` is kept (when ``seen_is_due``) unless ``record_use`` is False: a
+    read-only session leaves that to :func:`record_seen` in a transaction of its own."""
     row = session.scalar(select(WebSession).where(WebSession.secret_hash == _hash(secret)))
     if row is None or row.ended_at is not None or row.expires_at <= now:
         return None
-    if row.last_seen_at is None or now - row.last_seen_at > _TOUCH_EVERY:
+    if record_use and seen_is_due(row, now):
         row.last_seen_at = now
     return row
+
+
+def seen_is_due(row: WebSession, now: dt.datetime) -> bool:
+    """Whether a request at ``now`` should update ``row.last_seen_at`` (not every one does)."""
+    return row.last_seen_at is None or now - row.last_seen_at > _TOUCH_EVERY
+
+
+def record_seen(session: Session, row_id: int, now: dt.datetime) -> None:
+    """Set ``last_seen_at`` of web session ``row_id`` to ``now``."""
+    session.execute(update(WebSession).where(WebSession.id == row_id).values(last_seen_at=now))
 
 
 def end_session(session: Session, secret: str, now: dt.datetime) -> None:

@@ -8,10 +8,17 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
+from registry.db import is_reading, transaction, utcnow
 from registry.errors import Unauthorized
-from registry.http import throttling
+from registry.http import context, throttling
 from registry.models import Token
-from registry.services.auth import authenticate, bearer, check_capability
+from registry.services.auth import (
+    authenticate,
+    bearer,
+    check_capability,
+    record_use,
+    use_is_due,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +49,7 @@ def _authenticated() -> Token:
     """
     secret = bearer(request.headers.get("Authorization"))
     try:
-        return authenticate(g.db, secret)
+        return _authenticate(secret)
     except Unauthorized:
         if secret is None:
             raise  # no credentials at all: nothing guessed, nothing to count
@@ -50,3 +57,16 @@ def _authenticated() -> Token:
         throttling.check(counters)
         throttling.record_failure(counters)
         raise
+
+
+def _authenticate(secret: str | None) -> Token:
+    """``authenticate`` on the request's session; a reading one (GET) records the token's use
+    in a short write transaction of its own, as seldom as ``use_is_due`` says."""
+    if not is_reading(g.db):
+        return authenticate(g.db, secret)
+    token = authenticate(g.db, secret, record_use=False)
+    now = utcnow()
+    if use_is_due(token, now):
+        with transaction(context.current().sessions) as session:
+            record_use(session, token.id, now)
+    return token

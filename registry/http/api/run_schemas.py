@@ -48,6 +48,13 @@ class HeartbeatRequest(Body):
 
     lease: Lease
     progress: dict[str, Any] | None = None
+    mlflow_run_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the attempt's MLflow run, sent from its first heartbeat on: shown on the "
+        "run while it trains; another one later in the same attempt is a 409",
+    )
 
 
 class CompleteRequest(Body):
@@ -162,6 +169,7 @@ class LeaseAnswer(Answer):
     run: int
     attempt: int
     lease_expires_at: Stamp
+    mlflow_run_id: str | None = Field(description="the MLflow run this attempt reported")
 
 
 class WorkerAnswer(Answer):
@@ -205,7 +213,11 @@ ANSWERS: dict[str, Answers] = {
     },
     "api.heartbeat": {
         200: (LeaseAnswer, "the lease is renewed"),
-        409: (None, "the lease is not current, or the run was cancelled (code stale_lease)"),
+        409: (
+            None,
+            "the lease is not current, or the run was cancelled (code stale_lease); or this "
+            "attempt already reported another MLflow run (code mlflow_run_mismatch)",
+        ),
     },
     "api.complete": {
         200: (RunAnswer, "the finished run"),

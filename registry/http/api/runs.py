@@ -24,7 +24,7 @@ from registry.http.api.schemas import accepts
 from registry.models import Run, Worker
 from registry.query import search as query
 from registry.query.parse import And, Compare, In, Key, Node
-from registry.services import admission, configs, duplicates, queue, workers
+from registry.services import admission, configs, duplicates, progress, queue, workers
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -194,11 +194,25 @@ def claim(body: ClaimRequest) -> Any:
 @requires("work")
 @accepts(body=HeartbeatRequest)
 def heartbeat(run_id: int, body: HeartbeatRequest) -> Any:
-    """Renew the lease; 409 when it is stale or the run was cancelled (``cancel_requested``)."""
+    """Renew the lease, store progress and the attempt's MLflow run; 409 when the lease is stale
+    or the run was cancelled (``cancel_requested``)."""
     lease, now = str(body.lease), queue.db_now(g.db)
-    run = queue.heartbeat(g.db, run_id, lease, now, _lease_seconds(), progress=body.progress)
+    run = queue.heartbeat(
+        g.db,
+        run_id,
+        lease,
+        now,
+        _lease_seconds(),
+        progress=body.progress,
+        mlflow_run_id=body.mlflow_run_id,
+    )
     return jsonify(
-        {"run": run.id, "attempt": run.attempt, "lease_expires_at": _iso(run.lease_expires_at)}
+        {
+            "run": run.id,
+            "attempt": run.attempt,
+            "lease_expires_at": _iso(run.lease_expires_at),
+            "mlflow_run_id": progress.reported_mlflow_run(run),
+        }
     )
 
 

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from flask import abort, current_app, g, redirect, request, session, url_for
 
+from registry.db import is_reading, transaction
+from registry.http import context
 from registry.http.clock import now
 from registry.models import Token
 from registry.services import websessions
@@ -75,9 +77,13 @@ def current_viewer() -> Viewer | None:
 def _load(secret: Any) -> Viewer | None:
     if not isinstance(secret, str):
         return None
-    row = websessions.live_session(g.db, secret, now())
+    reads = is_reading(g.db)  # a GET: its session cannot write, the use is kept apart
+    row = websessions.live_session(g.db, secret, now(), record_use=not reads)
     if row is None:
         return None
+    if reads and websessions.seen_is_due(row, now()):
+        with transaction(context.current().sessions) as session:
+            websessions.record_seen(session, row.id, now())
     if row.token_id is not None:
         token = g.db.get(Token, row.token_id)
         if token is None or token.revoked_at is not None or token.role not in WEB_ROLES:

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import g, redirect, render_template, request, url_for
 
+from registry.db import end_transaction
 from registry.errors import BadRequest, FilterParseError
 from registry.http import context
 from registry.http.params import whole_number
@@ -77,15 +78,21 @@ def runs() -> Any:
 @bp.get("/runs/<int:run_id>")
 @requires("read")
 def run_detail(run_id: int) -> Any:
-    """Status, progress, error, metrics, curves, samples and provenance of one run."""
+    """Status, progress, error, metrics, curves, samples and provenance of one run.
+
+    A running run's curves grow as its worker logs them (its first heartbeat names its MLflow
+    run); the page refreshes itself while the run is active.
+    """
     run = queue.get_run(g.db, run_id)
+    original = queue.get_run(g.db, run.reproduces) if run.reproduces else None
+    progress = progress_of(run, queue.db_now(g.db))
+    end_transaction(g.db)  # MLflow is read with no transaction open: it can take seconds
     settings = context.settings()
     history = read_history(settings.mlflow_tracking_uri, run.mlflow_run_id, samples=True)
-    original = queue.get_run(g.db, run.reproduces) if run.reproduces else None
     return render_template(
         "run_detail.html",
         run=run,
-        progress=progress_of(run, queue.db_now(g.db)),
+        progress=progress,
         metrics=ordered_metrics(run.metrics),
         deltas=metric_deltas(original.metrics, run.metrics) if original else [],
         original=original,
@@ -131,6 +138,7 @@ def compare() -> Any:
     if len(ids) < 2:
         raise BadRequest("pick two or more runs to compare (tick them in the runs table)")
     runs = [queue.get_run(g.db, i) for i in ids]
+    end_transaction(g.db)  # no transaction open while MLflow is read
     uri = context.settings().mlflow_tracking_uri
     histories = [(run, read_history(uri, run.mlflow_run_id)) for run in runs]
     all_fields = request.args.get("all") == "1"
