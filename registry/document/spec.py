@@ -3,6 +3,9 @@
 Pure: no Flask, no database, no torch. The rules that turn a typed document into errors and
 warnings live in :mod:`registry.document.rules` (and :mod:`registry.document.advice`); parsing
 text into data lives in :mod:`registry.document.parse` (``parse_document`` is re-exported here).
+The ``model`` section, with its nested ``moe`` and ``mla`` objects, is defined in
+:mod:`registry.document.spec_model` (re-exported here), the strict field types in
+:mod:`registry.document.spec_types`.
 """
 
 from __future__ import annotations

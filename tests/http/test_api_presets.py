@@ -71,3 +71,25 @@ def test_a_wrong_nested_field_is_422_free_and_named(client: FlaskClient, auth) -
         f"{API}/configs", json={"name": "m", "config": {"model": model}}, headers=auth()
     )
     assert r.status_code == 422 and "model.moe.topk_grup" in {e["field"] for e in r.json["errors"]}
+
+
+#: The hash a Llama document had before the architecture fields existed (commit f91175a).
+LLAMA_512 = {"model": {"architecture": "llama", "model_dim": 512, "num_attention_heads": 8}}
+LLAMA_512_HASH = "92fd2e53cbe2e8d6710b6adbe8a30166f0c39a9ce9887de8dfca40e918fd826b"
+
+
+def test_a_stored_version_keeps_its_hash_and_unset_fields_add_no_version(
+    client: FlaskClient, auth
+) -> None:
+    h = auth("submitter")
+    r = client.post(f"{API}/configs", json={"name": "old", "config": LLAMA_512}, headers=h)
+    assert r.status_code == 201 and r.json["hash"] == LLAMA_512_HASH
+    unset = {"num_key_value_heads": None, "tie_word_embeddings": False, "moe": {}, "mla": None}
+    same = {"model": {**LLAMA_512["model"], **unset}}
+    again = client.post(f"{API}/configs/old/versions", json={"config": same}, headers=h)
+    assert (again.json["version"], again.json["created"]) == (1, False)
+    stored = client.get(f"{API}/configs/old/versions/1", headers=h).json
+    assert stored["hash"] == LLAMA_512_HASH and "moe" not in stored["config"]["model"]
+    grouped = {"model": {**LLAMA_512["model"], "num_key_value_heads": 2}}
+    new = client.post(f"{API}/configs/old/versions", json={"config": grouped}, headers=h)
+    assert (new.json["version"], new.json["created"]) == (2, True)
