@@ -119,7 +119,8 @@ def worker_loop(base: str, token: str, name: str, out: str, work_ms: float, barr
 
 
 def health_loop(base: str, token: str, name: str, out: str, count: float, barrier: Any) -> None:
-    """The baseline: ``count`` ``GET /health`` requests in a row, each logged as the load's are."""
+    """The baseline: ``count`` ``GET /health`` requests in a row, each logged as the load's are
+    (no token: ``token`` is there for ``run_processes``' one signature)."""
     session = _session(None)
     barrier.wait(START_TIMEOUT)
     with open(out, "w", encoding="utf-8") as log:
@@ -196,7 +197,7 @@ def run_processes(target: Any, base: str, token: str, n: int, arg: float, logs: 
             if p.exitcode != 0
         ]
         if failed:
-            raise RuntimeError(f"{target.__name__} processes failed: {', '.join(failed)}")
+            raise RuntimeError(f"{target.__name__} failed ({', '.join(failed)}); logs in {logs}")
     finally:
         for p in procs:
             if p.is_alive():
