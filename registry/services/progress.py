@@ -3,7 +3,8 @@
 The run's ``mlflow_run_id`` names the MLflow run of the attempt that reported one last, so a
 run page shows the curves of a run while it trains. ``progress`` belongs to the attempt (a
 requeue clears it); the service keeps in ``progress.mlflow_run_id`` the MLflow run this
-attempt reported, so that a second, different one is told apart from an earlier attempt's.
+attempt reported (a worker's own ``progress.mlflow_run_id`` is dropped: the key is the
+service's), so that a second, different one is told apart from an earlier attempt's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from typing import Any
 
 from registry.errors import MlflowRunMismatch
 from registry.models import Run
+
+#: The ``progress`` key that holds the MLflow run this attempt reported.
+KEY = "mlflow_run_id"
 
 
 def note(run: Run, progress: dict[str, Any] | None, mlflow_run_id: str | None) -> None:
@@ -32,13 +36,12 @@ def note(run: Run, progress: dict[str, Any] | None, mlflow_run_id: str | None) -
             )
         run.mlflow_run_id = reported = mlflow_run_id
     if progress is not None:
-        run.progress = progress
+        run.progress = {k: v for k, v in progress.items() if k != KEY}
     if reported is not None:
-        run.progress = {**(run.progress or {}), "mlflow_run_id": reported}
+        run.progress = {**(run.progress or {}), KEY: reported}
 
 
 def reported_mlflow_run(run: Run) -> str | None:
     """The MLflow run this attempt reported (None before its first report)."""
-    said = (run.progress or {}).get("mlflow_run_id")
-    # Only what the service took counts: a worker may put any value in its progress.
+    said = (run.progress or {}).get(KEY)
     return run.mlflow_run_id if said is not None and said == run.mlflow_run_id else None
