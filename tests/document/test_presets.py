@@ -134,3 +134,16 @@ def test_real_model_shapes() -> None:
     llama = get_preset("llama-3-8b").document["model"]
     assert (llama["num_key_value_heads"], llama["vocab_size"]) == (8, 128256)
     assert "tie_word_embeddings" not in llama  # false: untied, left out of the hash
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_what_a_real_model_needs_is_the_estimate(name: str) -> None:
+    preset = get_preset(name)
+    estimate = spec.validate(preset.document).estimate
+    assert estimate is not None
+    per_device = estimate["memory_per_device_gb"]
+    for mode in ("data_parallel", "fully_sharded"):
+        for ckpt in ("with_checkpointing", "without_checkpointing"):
+            assert f"{per_device[mode][ckpt]:,.1f} GiB" in preset.description, (mode, ckpt)
+    fewest = estimate["gpus_to_fit_fully_sharded"]
+    assert f"from {fewest} on" in preset.description
