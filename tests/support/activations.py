@@ -8,12 +8,15 @@ tensors view it. Not counted: storages of parameters and buffers, and weight cop
 tensor made from a parameter by casts and views only, such as autocast's bfloat16 copy of a
 weight or of one expert's slice): the estimate counts those as weights.
 
-Without checkpointing the figure is the set held at the end of the forward pass (backward only
-frees). With checkpointing it is the peak of the bytes held during the backward pass as well:
-the backward runs, every saved tensor is tracked until autograd lets go of it, and each layer's
-recomputation is observed by a pass-through hook that records what the recomputation saves
-(checkpoint's own hooks still decide what is kept). The peak is sampled whenever a tensor is
-saved, the only moment the held bytes grow.
+Every counted storage stays counted until it is freed (a ``weakref.finalize`` on the storage):
+the step's ids and targets stay alive through backward, as in the worker's loop. Without
+checkpointing the figure is what is held at the end of the forward pass (backward only frees).
+With checkpointing it is the peak over forward and backward: the outer forward's saved tensors
+include each layer's input (checkpoint saves it through the same hooks), and each layer's
+recomputation in backward is observed by a pass-through hook wrapped around the layer's
+checkpoint function: it records what the recomputation saves and hands it on to checkpoint's
+own hook, which still decides what is kept. The peak is sampled whenever a tensor is saved,
+the only moment the held bytes grow.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Recorder:
     sizes: dict[int, int] = field(default_factory=dict)  # live saved storages by data_ptr
     live: int = 0
     peak: int = 0
+    recomputed: int = 0  # tensors the checkpointed layers saved again in backward
 
     def hold(self, t: torch.Tensor) -> None:
         """Count t's storage (once) until it is freed."""
@@ -104,6 +108,7 @@ def _recorded(fn: Any, recorder: Recorder, *args: Any) -> Any:
 
     def observed(t: torch.Tensor) -> Any:
         if recomputing:  # checkpoint keeps it until the layer's backward has used it
+            recorder.recomputed += 1
             recorder.hold(t)
         return pack(t)
 
@@ -147,6 +152,7 @@ def measure(
             logits = model(input_ids=x, use_cache=False).logits
         loss = causal_lm_loss(logits, y)
         forward = recorder.live
-        del logits
         loss.backward()
+    if checkpointing and recorder.recomputed == 0:
+        raise AssertionError("no recomputation observed: is checkpointing still wrapped?")
     return Measured(forward=forward, peak=recorder.peak)
