@@ -216,6 +216,7 @@ def dense_layers_fit(doc: dict[str, Any]) -> Iterator[Issue]:
 
 
 @rule(
+    "model.architecture",
     "model.model_dim",
     "model.num_attention_heads",
     *(f"{MLA}.qk_{k}_head_dim" for k in ("nope", "rope")),
@@ -223,6 +224,7 @@ def dense_layers_fit(doc: dict[str, Any]) -> Iterator[Issue]:
 def rotary_dims_even(doc: dict[str, Any]) -> Iterator[Issue]:
     """RoPE pairs dimensions as complex numbers, so the rotary slice and the query head are even."""
     if arch.model_type(doc) != "deepseek_v2":
+        yield from _llama_head_even(doc)
         return
     m = arch.mla_dims(doc)
     rope, nope = m["qk_rope_head_dim"], m["qk_nope_head_dim"]
@@ -238,6 +240,17 @@ def rotary_dims_even(doc: dict[str, Any]) -> Iterator[Issue]:
             f"{_shown(doc, f'{MLA}.qk_nope_head_dim', nope)} + qk_rope_head_dim ({rope}) is "
             f"odd; the query head must be even for the rotary split, use {nope + 1} "
             "(DeepSeek-V2: 128)",
+        )
+
+
+def _llama_head_even(doc: dict[str, Any]) -> Iterator[Issue]:
+    # Llama rotates the whole head: transformers refuses an odd head_dim when it builds.
+    dim, heads = doc["model"]["model_dim"], doc["model"]["num_attention_heads"]
+    if dim % heads == 0 and (dim // heads) % 2:
+        yield error(
+            "model.num_attention_heads",
+            f"model_dim / num_attention_heads = {dim // heads} is odd; Llama's rotary position "
+            "encoding rotates pairs of dimensions of each head, so the head size must be even",
         )
 
 

@@ -60,8 +60,6 @@ def _mla(draw: st.DrawFn) -> dict[str, Any]:
 def documents(draw: st.DrawFn) -> dict[str, Any]:
     name = draw(st.sampled_from(["deepseek_v2", "llama"]))
     heads, head_dim = draw(st.integers(1, 8)), draw(st.integers(1, 12))
-    if name == "llama":
-        head_dim += head_dim % 2  # transformers refuses an odd rotary dimension (no rule yet)
     layers = draw(st.integers(1, 4))
     model: dict[str, Any] = {
         "architecture": name,

@@ -102,6 +102,12 @@ RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("rotary_dims_even", _mla(qk_rope_head_dim=7), "model.mla.qk_rope_head_dim", "error"),
     ("rotary_dims_even", _mla(qk_nope_head_dim=31), "model.mla.qk_nope_head_dim", "error"),
     (
+        "rotary_dims_even",
+        {"model": {"architecture": "llama", "model_dim": 40, "num_attention_heads": 8}},
+        "model.num_attention_heads",
+        "error",
+    ),
+    (
         "groups_only_for_group_routing",
         _moe(n_routed_experts=8, n_group=4, topk_group=2),
         "model.moe.n_group",
