@@ -128,3 +128,13 @@ class Unavailable(RegistryError):
 
     status = 503
     code = "unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database is unavailable (restarting, unreachable or busy); retry in a few seconds."""
+
+    code = "database_unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **extra)
+        self.retry_after = retry_after

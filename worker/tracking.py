@@ -1,7 +1,9 @@
 """Where a run's params, metrics and artifacts go: the Tracker protocol and MLflow.
 
-`MlflowTracker` talks to `MlflowClient` directly (no `mlflow.start_run` global state), buffers
-metrics and sends them with `log_batch`, never one call per value.
+`MlflowTracker` talks to `MlflowClient` directly (no `mlflow.start_run` global state). Metrics
+go through a `MetricBuffer` (worker.metricbuffer): sent with `log_batch` by a thread of their own,
+never one call per value, and kept and retried while the tracking server is down, so that an
+outage costs training no time and the run's history nothing.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from worker.metricbuffer import MetricBuffer, TrackingUnavailable
+
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 PARAMS_PER_CALL = 100  # MLflow's limit on params (or tags) per log_batch
 METRICS_PER_CALL = 1000  # MLflow's limit on metrics per log_batch
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+#: How long a failing or stopped run's end waits for its buffered metrics to be stored.
+END_WAIT_FAILED_S = 30.0
 #: Tags of an MLflow run whose training-state checkpoint is fully stored (worker.checkpoint).
 CHECKPOINT_PATH_TAG = "registry.checkpoint"
 CHECKPOINT_STEP_TAG = "registry.checkpoint_step"
@@ -48,7 +54,8 @@ class Tracker(Protocol):
         ...
 
     def flush(self) -> None:
-        """Send every buffered metric."""
+        """Store every buffered metric; TrackingUnavailable when the tracking server does not
+        take them in time (they stay buffered)."""
         ...
 
     def log_artifact_text(self, text: str, artifact_file: str) -> None:
@@ -118,16 +125,18 @@ class MlflowTracker:
         tracking_uri: str,
         artifact_root: str | None = None,
         flush_every_s: float = 5.0,
+        wait_s: float = 300.0,
     ) -> None:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.flush_every_s = flush_every_s
+        #: How long `flush` (before a checkpoint, at the end) waits for the tracking server.
+        self.wait_s = wait_s
         self.client = MlflowClient(tracking_uri)
         self.run_id: str | None = None
-        self._buffer: list[Any] = []
-        self._last_flush = time.monotonic()
+        self._metrics: MetricBuffer | None = None
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment `name`, created if missing; safe when two workers race."""
@@ -160,30 +169,28 @@ class MlflowTracker:
             run_name=run_name,
             tags={k: _stringify(v) for k, v in tags.items()},
         )
-        self.run_id = run.info.run_id
-        self._buffer = []
-        self._last_flush = time.monotonic()
+        self.run_id = run_id = run.info.run_id
+
+        def send(chunk: list[Any]) -> None:
+            self.client.log_batch(run_id, metrics=chunk)
+
+        self._metrics = MetricBuffer(send, batch=METRICS_PER_CALL, every_s=self.flush_every_s)
         entries = [Param(k, _stringify(v)) for k, v in sorted(params.items())]
         for chunk in _chunks(entries, PARAMS_PER_CALL):
             self.client.log_batch(self.run_id, params=chunk)
         return self.run_id
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Buffer; flush when the buffer holds a full call or `flush_every_s` passed."""
+        """Buffer (stamped now); the sender sends 1000 at a time or every `flush_every_s`."""
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), stamp, step) for k, v in metrics.items())
-        due = time.monotonic() - self._last_flush >= self.flush_every_s
-        if len(self._buffer) >= METRICS_PER_CALL or due:
-            self.flush()
+        values = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        self._require_metrics().add(values, self.wait_s)
 
     def flush(self) -> None:
-        """Send the buffered metrics, at most 1000 to a `log_batch` call."""
-        buffer, self._buffer = self._buffer, []
-        self._last_flush = time.monotonic()
-        for chunk in _chunks(buffer, METRICS_PER_CALL):
-            self.client.log_batch(self._require_run(), metrics=chunk)
+        """Wait until the tracking server stored every buffered metric (up to `wait_s`)."""
+        self._require_metrics().flush(self.wait_s)
 
     def log_artifact_text(self, text: str, artifact_file: str) -> None:
         """Store `text` as `artifact_file` in the run's artifacts."""
@@ -198,18 +205,24 @@ class MlflowTracker:
         return load_checkpoint(self.tracking_uri, run_id, dst)
 
     def end(self, status: str) -> None:
-        """Flush what is buffered (best effort when failing) and set the run's status."""
+        """Store what is buffered, then set the run's status.
+
+        FINISHED waits up to `wait_s` for the tracking server and raises TrackingUnavailable
+        (the run stays open, values buffered) rather than call a run with holes in its history
+        finished; FAILED and KILLED wait `END_WAIT_FAILED_S` at most and log what is left.
+        """
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown MLflow run status {status!r}")
-        run_id = self._require_run()
+        run_id, metrics = self._require_run(), self._require_metrics()
         try:
-            self.flush()
-        except Exception:
+            metrics.flush(self.wait_s if status == "FINISHED" else END_WAIT_FAILED_S)
+        except TrackingUnavailable:
             if status == "FINISHED":
                 raise
-            log.exception("could not flush metrics of MLflow run %s", run_id)
+            log.exception("could not store the metrics of MLflow run %s", run_id)
+        metrics.close()
         self.client.set_terminated(run_id, status)
-        self.run_id = None
+        self.run_id, self._metrics = None, None
 
     def log_artifact_file(self, local_file: Path, artifact_dir: str) -> None:
         """Store `local_file` under `artifact_dir`."""
@@ -268,6 +281,11 @@ class MlflowTracker:
         if self.run_id is None:
             raise RuntimeError("no MLflow run is open: call start() first")
         return self.run_id
+
+    def _require_metrics(self) -> MetricBuffer:
+        if self._metrics is None:
+            raise RuntimeError("no MLflow run is open: call start() first")
+        return self._metrics
 
 
 def load_checkpoint(tracking_uri: str, mlflow_run_id: str, dst: Path | None = None) -> Path:

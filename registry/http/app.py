@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from registry.db import make_engine, make_session_factory
-from registry.errors import RegistryError, TooManyRequests
+from registry.errors import DatabaseUnavailable, RegistryError, TooManyRequests
 from registry.http import context
 from registry.http.api import bp as api_bp
 from registry.http.limits import BodyLimit, refuse_oversized
@@ -108,15 +110,41 @@ def _as_registry_error(exc: Exception) -> RegistryError:
 
     if isinstance(exc, IntegrityError):
         return Conflict("the change conflicts with stored data; retry")
+    if database_unavailable(exc):
+        return DatabaseUnavailable()
     return RegistryError("internal error")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for an error that means the database is down, restarting, cut off or too busy to
+    answer now (worth a retry), not a fault of the request or of the code."""
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _json_error(err: RegistryError) -> Response:
     response = jsonify(err.to_dict())
     response.status_code = err.status
-    if isinstance(err, TooManyRequests):
+    if isinstance(err, TooManyRequests | DatabaseUnavailable):
         response.headers["Retry-After"] = str(err.retry_after)
     return response
+
+
+def _database_unavailable_answer(err: SQLAlchemyError) -> Any:
+    """503 with Retry-After: JSON for the API, the error page for a browser."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, err)
+    db: Session | None = g.pop("db", None)  # its connection is gone; the page reads nothing
+    if db is not None:
+        try:
+            db.close()
+        except SQLAlchemyError:
+            log.debug("closing a session whose database went away", exc_info=True)
+    unavailable = DatabaseUnavailable()
+    if _wants_json():
+        return _json_error(unavailable)
+    page = render_template("error.html", code=unavailable.status, message=unavailable.message)
+    return page, unavailable.status, {"Retry-After": str(unavailable.retry_after)}
 
 
 def _wants_json() -> bool:
@@ -141,6 +169,12 @@ def _install_error_handlers(app: Flask) -> None:
             if name.lower() != "content-type":
                 response.headers[name] = value
         return response
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database_error(err: SQLAlchemyError) -> Any:
+        if database_unavailable(err):
+            return _database_unavailable_answer(err)
+        return _unexpected(err)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Any:

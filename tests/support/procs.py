@@ -137,10 +137,12 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def start_server(env: Mapping[str, str], log: Path, workers: int = 2) -> Server:
-    """``registry serve`` on a free port (with SECRET_KEY unless ``env`` names a key); returns
-    once /health answers."""
-    port = free_port()
+def start_server(
+    env: Mapping[str, str], log: Path, workers: int = 2, port: int | None = None
+) -> Server:
+    """``registry serve`` on ``port`` (default: a free one; with SECRET_KEY unless ``env`` names
+    a key); returns once /health answers."""
+    port = port or free_port()
     args = [str(BIN / "registry"), "serve", "--port", str(port), "--workers", str(workers)]
     proc = start(args, {"REGISTRY_SECRET_KEY": SECRET_KEY, **env}, log)
     url = f"http://127.0.0.1:{port}"
