@@ -87,6 +87,12 @@ class Stack:
         self.workers[name] = proc
         return proc
 
+    def stop(self) -> None:
+        """The workers first (a worker without its service backs off before it stops)."""
+        for proc in self.workers.values():
+            proc.stop()
+        self.server.proc.stop()
+
     def logs(self) -> str:
         parts = [f"--- {n}\n{p.output()[-6000:]}" for n, p in self.workers.items()]
         return "\n".join([*parts, f"--- server\n{self.server.proc.output()[-4000:]}"])

@@ -25,7 +25,7 @@ OTHERS = 3
 def stack(settings: Settings, tokens: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
     started = start_stack(settings, tokens, tmp_path)
     yield started
-    started.server.proc.stop()
+    started.stop()
 
 
 def test_a_run_that_kills_its_worker_every_time_fails_as_worker_lost_while_others_flow(

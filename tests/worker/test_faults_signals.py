@@ -32,7 +32,7 @@ TRAINING = {"num_training_steps": 60, "eval_every_steps": 60, "checkpoint_every_
 def stack(settings: Settings, tokens: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
     started = start_stack(settings, tokens, tmp_path)
     yield started
-    started.server.proc.stop()
+    started.stop()
 
 
 def test_sigstop_past_the_lease_then_sigcont_abandons_the_run_and_another_finishes_it(
