@@ -133,7 +133,9 @@ def _moe_token(doc: dict[str, Any], width: int) -> int:
     d, moe = doc["model"]["model_dim"], arch.moe_settings(doc)
     experts, per_token = int(moe["n_routed_experts"]), int(moe["num_experts_per_tok"])
     inner, shared = int(moe["moe_intermediate_size"]), int(moe["n_shared_experts"] or 0)
-    readers = 1 + (2 if shared else 0)  # router, shared gate_proj and up_proj
+    # router, shared gate_proj and up_proj (n_shared_experts 0 leaves them zero-wide, and
+    # under autocast they still save a cast of their input)
+    readers = 3
     router = FP32 * experts + INDEX * per_token  # softmax scores, top-k indices
     if moe["topk_method"] == "group_limited_greedy":
         router += experts  # the boolean mask of the experts outside the chosen groups

@@ -7,6 +7,7 @@ gradient checkpointing it follows the backward pass and its recomputations to th
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -34,6 +35,7 @@ GROUPED = {
     "routed_scaling_factor": 2.0,
 }
 Q_LORA = {"q_lora_rank": 32, "kv_lora_rank": 48, "qk_nope_head_dim": 16, "v_head_dim": 16}
+NO_SHARED = {"n_shared_experts": 0}
 EQUAL_HEADS = {"qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 16}
 
 
@@ -96,6 +98,7 @@ def _slow_cases() -> list[tuple[str, dict[str, Any], str]]:
             "sdpa",
         ),
         ("deepseek-fp16", _doc("deepseek_v2", SMALL, "fp16"), "sdpa"),
+        ("deepseek-no-shared-bf16", _doc("deepseek_v2", SMALL, "bf16", moe=NO_SHARED), "sdpa"),
     ]
     return cases
 
@@ -122,6 +125,57 @@ def test_estimate_is_within_15_percent_of_what_autograd_saves(
     measured = measure(doc, checkpointing, attention).peak
     estimated = activation_bytes(doc, checkpointing, attention)
     assert abs(estimated - measured) / measured <= TOLERANCE, (estimated, measured)
+
+
+def _random_raw(rng: random.Random) -> dict[str, Any]:
+    """A document of random small shape, with random GQA / MoE / MLA fields where they apply."""
+    heads = rng.choice([2, 4, 8])
+    model: dict[str, Any] = {
+        "architecture": rng.choice(["llama", "deepseek_v2"]),
+        "model_dim": heads * rng.choice([4, 6, 8, 12, 16]),
+        "num_attention_heads": heads,
+        "num_hidden_layers": rng.randint(1, 3),
+    }
+    if model["architecture"] == "llama":
+        model["num_key_value_heads"] = rng.choice([h for h in (1, 2, heads) if heads % h == 0])
+    else:
+        experts = rng.choice([2, 4, 6, 8])
+        model["moe"] = {
+            "n_routed_experts": experts,
+            "num_experts_per_tok": rng.randint(1, experts // 2),
+            "n_shared_experts": rng.randint(0, 2),
+            "moe_intermediate_size": rng.choice([8, 24, 40]),
+            "first_k_dense_replace": rng.randint(0, 1),
+        }
+        model["mla"] = {
+            "q_lora_rank": rng.choice([None, 16, 24]),
+            "kv_lora_rank": rng.choice([16, 32, 48]),
+            "qk_rope_head_dim": rng.choice([2, 4, 8]),
+            "qk_nope_head_dim": rng.choice([4, 8, 12]),
+            "v_head_dim": rng.choice([4, 8, 12]),
+        }
+    training = {
+        "per_device_train_batch_size": rng.randint(1, 4),
+        "precision": rng.choice(["fp32", "bf16"]),
+    }
+    return {"model": model, "data": {"seq_len": rng.choice([16, 24, 48])}, "training": training}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(12))
+def test_estimate_holds_for_randomly_drawn_documents(seed: int) -> None:
+    pytest.importorskip("transformers")
+    from tests.support.activations import measure
+
+    rng = random.Random(seed)
+    raw = _random_raw(rng)
+    while not spec.validate(raw).valid:
+        raw = _random_raw(rng)
+    doc = spec.normalize(raw)
+    for checkpointing in (False, True):
+        measured = measure(doc, checkpointing).peak
+        estimated = activation_bytes(doc, checkpointing)
+        assert abs(estimated - measured) / measured <= TOLERANCE, (raw, checkpointing)
 
 
 def test_checkpointing_keeps_less_than_the_full_forward() -> None:
