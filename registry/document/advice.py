@@ -111,6 +111,39 @@ def fp16_overflow(doc: dict[str, Any]) -> Iterator[Issue]:
         )
 
 
+#: Parameters from which an fp32 run on a GPU is worth a warning (a small model is bound by
+#: launches and memory traffic, not by the matrix units bf16 would speed up).
+LARGE_FP32_PARAMETERS = 100_000_000
+
+
+@rule("*")
+def fp32_on_gpu(doc: dict[str, Any]) -> Iterator[Issue]:
+    """A large model trained in fp32 on GPUs leaves most of the GPU's matrix throughput idle."""
+    from registry.document.estimate import estimate
+
+    training = doc["training"]
+    if training["precision"] != "fp32" or doc["resources"]["gpus"] < 1:
+        return
+    est = estimate(doc)
+    if est["parameters"] < LARGE_FP32_PARAMETERS:
+        return
+    bf16 = estimate({**doc, "training": {**training, "precision": "bf16"}})
+    speed = (
+        "with training.tf32: false its matrix products run in strict fp32 (about 67 of an "
+        "H100's 990 dense bf16 TFLOPS)"
+        if training.get("tf32") is False
+        else "its matrix products run as TF32 at about half of bf16's throughput (495 of an "
+        "H100's 990 dense TFLOPS)"
+    )
+    yield warning(
+        "training.precision",
+        f"fp32 for {est['parameters'] / 1e6:,.0f}M parameters on a GPU: {speed}, its "
+        "activations take twice the memory and SDPA's flash kernels never run in fp32; set "
+        "training.precision: bf16 (weights and optimiser state stay fp32; estimated peak "
+        f"{bf16['peak_memory_gb']:.2f} GiB per device instead of {est['peak_memory_gb']:.2f})",
+    )
+
+
 @rule("*")
 def memory_fits(doc: dict[str, Any]) -> Iterator[Issue]:
     """The estimated peak training memory per device must fit resources.gpu_memory_gb."""
@@ -184,6 +217,7 @@ ADVICE: tuple[Rule, ...] = (
     encoder_weights_sum,
     visual_weight_for_task,
     fp16_overflow,
+    fp32_on_gpu,
     memory_fits,
     task_as_trained,
 )

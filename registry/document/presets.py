@@ -66,7 +66,8 @@ _SOURCES: list[tuple[str, str, str, dict[str, Any]]] = [
         "2.1.1",
         "Guide 2.1.1: light tasks such as text classification take model_dim 512-768, "
         "balancing speed and accuracy; 768 with 12 heads (64 per head, within 8-32), the "
-        "guide's batch 16 on a 16GB GPU and a text-only fusion (visual weight 0).",
+        "guide's batch 16 on a 16GB GPU, bf16 on it (the GPU's fast matrix precision; weights "
+        "stay fp32) and a text-only fusion (visual weight 0).",
         {
             "task": "classification",
             "model": {
@@ -75,7 +76,11 @@ _SOURCES: list[tuple[str, str, str, dict[str, Any]]] = [
                 "num_attention_heads": 12,
                 "num_hidden_layers": 6,
             },
-            "training": {"learning_rate": 3e-5, "per_device_train_batch_size": 16},
+            "training": {
+                "learning_rate": 3e-5,
+                "per_device_train_batch_size": 16,
+                "precision": "bf16",
+            },
             "resources": {"gpu_memory_gb": 16.0},
         },
     ),
@@ -148,8 +153,9 @@ _SOURCES: list[tuple[str, str, str, dict[str, Any]]] = [
         "efficient-inference",
         "4.1",
         "Guide 4.1, efficient inference: per_device_eval_batch_size 32, temperature 0.3, "
-        "max_length 512; one GPU with 8GB suffices.",
+        "max_length 512; one GPU with 8GB suffices, scoring and sampling in bf16.",
         {
+            "training": {"precision": "bf16"},
             "generation": {"per_device_eval_batch_size": 32, "temperature": 0.3, "max_length": 512},
             "resources": {"gpus": 1, "gpu_memory_gb": 8.0},
         },

@@ -34,6 +34,7 @@ SIZE_LIMITS: dict[str, float] = {
 COUNT_LIMITS: dict[str, int] = {
     f"{MOE}.n_shared_experts": 1_024,
     f"{MOE}.first_k_dense_replace": 1_024,
+    f"{MOE}.aux_loss_alpha": 1,  # a weight: 0 is no balance loss; DeepSeek-V2 uses 0.003
 }
 _MOE_FIELDS = tuple(
     f"{MOE}.{k}"

@@ -46,7 +46,12 @@ __all__ = [
 SCHEMA_VERSION = 1
 #: Optional fields added later: null (or false, or an object of nulls) is left out of the
 #: normalised document, so older documents keep their hash (CONTRACT 5.4, 5.6).
-LATER_FIELDS: tuple[str, ...] = ("training.checkpoint_every_steps", *LATER_MODEL_FIELDS)
+LATER_FIELDS: tuple[str, ...] = (
+    "training.checkpoint_every_steps",
+    "training.tf32",
+    "training.compile",
+    *LATER_MODEL_FIELDS,
+)
 #: What a null training.checkpoint_every_steps means (kept cheap for small runs).
 DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
 #: The sections of the document, in the order they are written.
@@ -121,6 +126,21 @@ class TrainingSection(_Section):
         " steps. A warm stop always saves one.",
         "null for short runs; about an hour of training on long ones",
         exclusiveMinimum=0,
+        **{"x-added": ADDED_DECEMBER_2026},
+    )
+    tf32: Bool | None = _f(
+        True,
+        "TensorFloat-32 for float32 matrix products and convolutions on a GPU (10-bit "
+        "mantissa inputs, float32 accumulation: several times faster on Ampere and later); "
+        "true (or null): on, on CUDA; false: strict float32. The CPU has no TF32.",
+        "null; false only when float32 results must match bit for bit across GPU models",
+        **{"x-added": ADDED_DECEMBER_2026},
+    )
+    compile: Bool | None = _f(
+        False,
+        "Train a torch.compile'd model (generation runs on the plain module); the first "
+        "steps pay the compilation. false (or null): eager.",
+        "true for long runs on a GPU; false for short ones and for debugging",
         **{"x-added": ADDED_DECEMBER_2026},
     )
 
@@ -305,8 +325,13 @@ def validate(raw: Any) -> Validation:
 
 
 def _without_unset_later_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    if doc["training"].get("checkpoint_every_steps", 0) is None:
-        del doc["training"]["checkpoint_every_steps"]
+    training = doc["training"]
+    if training.get("checkpoint_every_steps", 0) is None:
+        del training["checkpoint_every_steps"]
+    if training.get("tf32", False) in (None, True):  # null and true both mean "TF32 on CUDA"
+        del training["tf32"]
+    if training.get("compile", True) in (None, False):  # null and false both mean "eager"
+        del training["compile"]
     doc["model"] = drop_unset(doc["model"])
     return doc
 

@@ -94,6 +94,16 @@ class MoeSettings(Section):
         exclusiveMinimum=0,
         **_ADDED,
     )
+    aux_loss_alpha: Float | None = _f(
+        None,
+        "Weight alpha_1 of DeepSeek-V2's expert-level load-balancing loss, "
+        "alpha_1 * sum_i f_i * P_i added to the training loss (f_i: the share of tokens "
+        "routed to expert i, scaled by experts / experts per token; P_i: its mean router "
+        "probability); null: no balance loss (deepseek_v2 only).",
+        "0.003 (DeepSeek-V2); null to train without one",
+        minimum=0,
+        **_ADDED,
+    )
 
 
 class MlaSettings(Section):

@@ -376,6 +376,7 @@ RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "warning",
     ),
     ("fp16_overflow", {"training": {"precision": "fp16"}}, "training.precision", "warning"),
+    ("fp32_on_gpu", BIG, "training.precision", "warning"),
     ("memory_fits", BIG, "resources.gpu_memory_gb", "warning"),
     ("task_as_trained", {"task": "classification"}, "task", "warning"),
 ]
@@ -607,7 +608,13 @@ def test_checkpoint_every_steps_keeps_old_hashes_and_is_kept_when_set() -> None:
     from registry.document.presets import list_presets
 
     hashes = {"": spec.config_hash(spec.normalize({}))}
-    hashes |= {p.name: spec.config_hash(spec.normalize(p.document)) for p in list_presets()}
+    # issue 12 moved the GPU presets to bf16: their hash then is the one with fp32 put back
+    changed = {"lightweight-classification", "efficient-inference"}
+    for p in list_presets():
+        doc = p.document
+        if p.name in changed:
+            doc = {**doc, "training": {**doc["training"], "precision": "fp32"}}
+        hashes[p.name] = spec.config_hash(spec.normalize(doc))
     assert {k: hashes[k] for k in HASHES_BEFORE_CHECKPOINT_FIELD} == HASHES_BEFORE_CHECKPOINT_FIELD
     base = spec.normalize({})
     assert "checkpoint_every_steps" not in base["training"]

@@ -14,7 +14,11 @@ from registry.document import architecture as arch
 from registry.document.spec_model import NESTED, ModelSection
 
 #: What a derived null means, by field.
-_NONE = {"q_lora_rank": "none: no query compression", "n_group": "none: no groups"}
+_NONE = {
+    "q_lora_rank": "none: no query compression",
+    "n_group": "none: no groups",
+    "aux_loss_alpha": "none: no load-balancing loss",
+}
 
 
 def derived_values(doc: Any) -> dict[str, str]:
