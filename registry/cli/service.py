@@ -131,5 +131,6 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
         app = create_app(self.settings)
         if self.settings.reap_interval > 0:
-            Reaper(context.of(app).sessions, self.settings.reap_interval).start()
+            sessions, interval = context.of(app).sessions, self.settings.reap_interval
+            Reaper(sessions, interval, self.settings.mlflow_tracking_uri).start()
         return app
