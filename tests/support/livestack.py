@@ -14,7 +14,7 @@ from registry.services.auth import create_token
 from tests.support.dbs import migrate
 from tests.support.procs import Proc, Server, start_worker, wait_for
 
-RUN_TIMEOUT = 300
+RUN_TIMEOUT = 600
 #: What ``wait_progress`` reports for a run that already succeeded.
 STEPS_DONE = 10**9
 #: The run states a fault test accepts on its way to ``succeeded``: never ``failed``.
@@ -54,6 +54,11 @@ def queue_tiny_runs(server: Server, token: str, count: int, **training: Any) -> 
     doc["data"]["seq_len"] = 32
     created = server.post("/configs", token, {"name": "tiny", "config": doc})
     assert created.status_code == 201, created.text
+    return queue_runs(server, token, count)
+
+
+def queue_runs(server: Server, token: str, count: int) -> list[int]:
+    """Queue ``count`` more runs of config ``tiny``; their ids."""
     ids = []
     for _ in range(count):
         answer = server.post("/runs", token, {"config": "tiny", "force": True})
@@ -99,6 +104,23 @@ def wait_progress(server: Server, token: str, run_ids: list[int], steps: list[in
         return done if all(d >= want for d, want in zip(done, steps, strict=True)) else None
 
     return wait_for(reached, RUN_TIMEOUT, f"runs {run_ids} to reach {steps}", poll=0.5)  # type: ignore[no-any-return]
+
+
+def wait_started(server: Server, token: str, run_ids: list[int]) -> None:
+    """Until every run is claimed and its worker reported that it started (its first beat)."""
+
+    def started(run_id: int) -> bool:
+        run = server.get(f"/runs/{run_id}", token).json()
+        assert run["status"] in ON_THE_WAY, run
+        return run["status"] == "running" and bool(run.get("progress"))
+
+    wait_for(lambda: all(map(started, run_ids)), RUN_TIMEOUT, f"runs {run_ids} to start")
+
+
+def failed_calls(workers: list[Proc], what: str = "cannot reach the registry") -> int:
+    """How many calls to the service (heartbeats, reports, claims) the workers' logs say
+    failed with ``what``."""
+    return sum(w.output().count(what) for w in workers)
 
 
 def wait_succeeded(server: Server, token: str, run_id: int, *logs: Proc) -> dict[str, Any]:
