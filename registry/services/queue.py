@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from registry.db import is_postgres, utcnow
@@ -152,7 +152,7 @@ def claim(
     """
     if not queues:
         raise BadRequest("name at least one queue to claim from", field="queues")
-    reap(session, now)
+    reap(session, now, CLAIM_FINISH_AFTER)  # finishing is the reaper's first: it ends MLflow runs
     candidate = (
         select(Run.id)
         .where(Run.status == "queued", Run.queue.in_(list(queues)))
@@ -316,23 +316,27 @@ def cancel(session: Session, run_id: int, now: dt.datetime) -> Run:
 
 
 REAP_LOCK = 0x7265_6170_7275_6E73  #: PostgreSQL's advisory lock of the one reap at a time
+CLAIM_FINISH_AFTER = dt.timedelta(seconds=10)  #: a claim's reap leaves finishing to the reaper
 
 
-def reap(session: Session, now: dt.datetime) -> list[Run]:
-    """Requeue (attempt + 1) or fail every running run whose lease expired before ``now``.
+def reap(
+    session: Session, now: dt.datetime, finish_after: dt.timedelta = dt.timedelta(0)
+) -> list[Run]:
+    """Requeue (attempt + 1) or finish every running run whose lease expired before ``now``;
+    one it would finish (cancel asked, or its last attempt) only ``finish_after`` past expiry.
 
-    One reap at a time across processes and hosts: on PostgreSQL the transaction's advisory
-    lock (another reap holding it means this one does nothing), on SQLite its single writer.
-    Each run's row is locked, so a completion of the same lease waits and then finds it stale.
-    """
-    if is_postgres(session) and not session.scalar(
-        select(func.pg_try_advisory_xact_lock(REAP_LOCK))
-    ):
+    One reap at a time across processes and hosts: PostgreSQL's advisory lock (held elsewhere:
+    this one does nothing), SQLite's single writer. Each row is locked: a completion of the same
+    lease waits, then finds it stale."""
+    lock = select(func.pg_try_advisory_xact_lock(REAP_LOCK))
+    if is_postgres(session) and not session.scalar(lock):
         return []
+    finishing = or_(Run.cancel_requested, Run.attempt >= MAX_ATTEMPTS)
     expired = list(
         session.scalars(
             select(Run)
             .where(Run.status == "running", Run.lease_expires_at < now)
+            .where(~finishing | (Run.lease_expires_at < now - finish_after))
             .order_by(Run.id)
             .with_for_update(skip_locked=True)
             .execution_options(populate_existing=True)
@@ -355,18 +359,14 @@ def _requeue_or_fail(run: Run, now: dt.datetime) -> None:
     if run.cancel_requested:
         run.status = "cancelled"
         run.error = {"kind": "cancelled", "message": "cancelled; its worker stopped answering"}
-        run.finished_at = now
     elif run.attempt >= MAX_ATTEMPTS:
         run.status = "failed"
-        run.error = {
-            "kind": "worker_lost",
-            "message": f"worker lost: the lease expired on all {run.attempt} attempts "
-            f"(last worker {run.worker_id})",
-        }
-        run.finished_at = now
+        lost = f"worker lost: the lease expired on all {run.attempt} attempts"
+        run.error = {"kind": "worker_lost", "message": f"{lost} (last worker {run.worker_id})"}
     else:
         _back_to_queue(run)
         return
+    run.finished_at = now
     run.lease_expires_at = None
     run.lease_hash = None  # its worker is gone: no report of that claim is taken any more
 

@@ -3,6 +3,7 @@ MLflow run KILLED, after its transaction; a real MLflow SQLite store, SQLite and
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -75,3 +76,27 @@ def test_ending_lost_runs_leaves_ended_ones_and_survives_a_missing_one(mlflow_ur
     assert kill_mlflow_runs(mlflow_uri, ["no-such-run", finished, running]) == [running]
     assert (_status(mlflow_uri, finished), _status(mlflow_uri, running)) == ("FINISHED", "KILLED")
     assert kill_mlflow_runs(mlflow_uri, []) == []
+
+
+def test_a_claims_reap_requeues_at_once_but_leaves_finishing_to_the_reaper(
+    engine: Engine,
+) -> None:
+    """So that the reaper thread, which also ends the MLflow run, finishes lost runs; without
+    one (REGISTRY_REAP_INTERVAL=0) a claim finishes them CLAIM_FINISH_AFTER past expiry."""
+    factory = make_session_factory(engine)
+    t0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    with transaction(factory) as s:
+        run_id = queue.enqueue(s, make_version(s), "train").id
+    for attempt in (1, 2, 3):
+        with transaction(factory) as s:  # each claim's reap requeued the one before at once
+            claim = queue.claim(s, "w", ["default"], t0 + dt.timedelta(seconds=attempt), 0)
+            assert claim is not None and claim.run.attempt == attempt
+    just_after = t0 + dt.timedelta(seconds=4)
+    with transaction(factory) as s:
+        assert queue.claim(s, "w", ["default"], just_after, 60) is None
+        assert queue.get_run(s, run_id).status == "running"  # the reaper's to finish
+    later = just_after + queue.CLAIM_FINISH_AFTER
+    with transaction(factory) as s:
+        assert queue.claim(s, "w", ["default"], later, 60) is None
+        run = queue.get_run(s, run_id)
+        assert (run.status, run.error["kind"]) == ("failed", "worker_lost")  # type: ignore[index]
