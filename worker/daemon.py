@@ -27,8 +27,11 @@ from typing import Any
 from registry import errors
 from registry.client import API, Client
 from registry.settings import Settings
+from worker import devices
+from worker.failures import DEVICE_ATTEMPTS, DEVICE_EXIT, describe_error, is_device_fatal
 from worker.heartbeat import Heartbeat, Progress
 from worker.lost import InFlight, close_earlier_attempts
+from worker.memory import Memory
 from worker.outbox import Outbox, default_dir
 from worker.signals import PidFile, PidFileError, StopSignal, drain
 
@@ -48,6 +51,8 @@ class Options:
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     poll_min: float = 0.5
     poll_max: float = 10.0
+    #: The GPUs this daemon owns, sent with each claim (CONTRACT 5.7); None on the CPU.
+    devices: int | None = None
 
 
 class Daemon:
@@ -69,6 +74,9 @@ class Daemon:
         self.outbox = Outbox(options.state_dir / "outbox")
         self.in_flight = InFlight(options.state_dir)
         self.runs_done = 0
+        #: A device error that poisoned this process's CUDA context: the daemon must exit.
+        self.device_failure: BaseException | None = None
+        self.memory = Memory(device)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -78,6 +86,7 @@ class Daemon:
             return 0  # stopped before the service answered
         self.flush_outbox()
         self.in_flight.close_orphan(self.tracker)  # a predecessor killed mid-run
+        baseline = self.memory.allocated()  # what the daemon holds between runs
         delay = self.options.poll_min
         while self.stop.claiming:  # a warm stop or a drain ends the loop here
             job = self.claim()
@@ -91,6 +100,10 @@ class Daemon:
             delay = self.options.poll_min
             self.perform(job)
             self.runs_done += 1
+            if self.device_failure is not None:  # a fresh process gets a fresh CUDA context
+                log.error("device error: exiting %d for the supervisor to restart", DEVICE_EXIT)
+                return DEVICE_EXIT
+            self.memory.after_run(baseline)
             if self.options.once or self.runs_done == self.options.max_runs:
                 break
         log.info("worker %s stopping after %d run(s)", self.options.name, self.runs_done)
@@ -101,7 +114,7 @@ class Daemon:
         body = {
             "worker": self.options.name,
             "host": socket.gethostname(),
-            "devices": describe_device(self.device),
+            "devices": devices.describe_device(self.device),
             "queues": self.options.queues,
         }
         return self._with_backoff("register", lambda: self._post("/workers/register", body))
@@ -114,7 +127,9 @@ class Daemon:
 
     def claim(self) -> dict[str, Any] | None:
         """One claim; None when the queue is empty or the service is unreachable."""
-        body = {"worker": self.options.name, "queues": self.options.queues}
+        body: dict[str, Any] = {"worker": self.options.name, "queues": self.options.queues}
+        if self.options.devices is not None:
+            body["devices"] = self.options.devices  # runs needing more GPUs stay for others
         try:
             job = self._post("/workers/claim", body)
         except errors.RegistryError as exc:
@@ -163,7 +178,6 @@ class Daemon:
         self, job: dict[str, Any], beat: Heartbeat, progress: Callable[..., None], workdir: Path
     ) -> dict[str, Any] | None:
         """The completion to report, or None when the run was stopped without a result."""
-        from worker.failures import describe_error
         from worker.training import Stopped
 
         lease = str(job["lease"])  # opaque: sent back exactly as the claim answered it
@@ -180,6 +194,10 @@ class Daemon:
             return None
         except Exception as exc:  # the run boundary: any failure is recorded on the run
             log.exception("run=%s failed", job["run"]["id"])
+            if is_device_fatal(exc):  # the device failed, not the run: hand it back, then exit
+                self.device_failure = exc
+                if int(job["run"].get("attempt") or 1) < DEVICE_ATTEMPTS:
+                    return None  # released; the last attempt is reported failed instead
             return _report(lease, "failed", exc, describe_error(exc, job.get("config")))
         return {
             "lease": lease,
@@ -255,28 +273,6 @@ def _report(lease: str, status: str, exc: BaseException, error: dict[str, Any]) 
     }
 
 
-def choose_device(gpus: str | None) -> str:
-    """``cuda`` (the first visible GPU) when one is usable, else ``cpu``.
-
-    ``--gpus`` sets CUDA_VISIBLE_DEVICES before CUDA starts; ``--gpus none`` forces the CPU.
-    """
-    if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = "" if gpus.lower() in ("none", "cpu") else gpus
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def describe_device(device: str) -> dict[str, Any]:
-    """What the worker announces about its device."""
-    import torch
-
-    if device.startswith("cuda"):
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        return {"kind": "cuda", "count": len(names), "names": names, "using": device}
-    return {"kind": "cpu", "threads": torch.get_num_threads(), "using": device}
-
-
 def warm_up(settings: Settings) -> tuple[Execute, Any]:
     """Import torch, transformers and MLflow once per daemon and open the tracking store."""
     started = time.monotonic()
@@ -306,7 +302,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--once", action="store_true", help="exit after one run or an empty queue")
     p.add_argument("--max-runs", type=int, metavar="N", help="exit after N runs")
-    p.add_argument("--gpus", metavar="IDS", help="CUDA_VISIBLE_DEVICES for this worker, or none")
+    p.add_argument(
+        "--gpus",
+        metavar="IDS",
+        help="the GPUs this daemon owns, e.g. 0 or 2,3, or none (default $CUDA_VISIBLE_DEVICES)",
+    )
     p.add_argument(
         "--state-dir", type=Path, help="outbox and work folders (default ~/.cache/config-registry)"
     )
@@ -360,7 +360,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace, settings: Settings, options: Options, stop: StopSignal) -> int:
     """Warm up, then run the daemon until it stops; 2 when the service refuses it."""
-    device = choose_device(args.gpus)
+    try:  # before anything starts CUDA: the GPUs it sees are fixed then
+        group = devices.select(args.gpus, os.environ)
+        devices.apply(group)
+        device = devices.choose_device(group)
+    except devices.DeviceListError as exc:
+        log.error("%s", exc)
+        return 2
+    options.devices = devices.claim_devices(device)
     execute, tracker = warm_up(settings)
     server, token = args.server or settings.server_url, args.token or settings.token
     with Client(server, token) as client, Client(server, token, timeout=10.0) as beats:

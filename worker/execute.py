@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ import torch
 from registry.settings import DEFAULT_DATA_ROOT
 from worker import checkpoint
 from worker import data as corpus
+from worker import provenance as prov
 from worker.evaluation import PROMPT_TOKENS, evaluate_loss, sample
+from worker.memory import Memory
 from worker.model import build_model
-from worker.provenance import collect
 from worker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 from worker.tracking import Tracker
 from worker.training import (
@@ -38,7 +39,6 @@ from worker.training import (
     Stopped,
     TrainParams,
     autocast,
-    peak_memory_mb,
     seed_everything,
     train,
 )
@@ -76,6 +76,9 @@ class _Context:
     data_root: Path = Path(DEFAULT_DATA_ROOT)
     #: The training state an earlier attempt saved, when this attempt resumes it.
     resume: dict[str, Any] | None = None
+    #: What the run reports as provenance; the runners add what they learn.
+    provenance: dict[str, Any] = field(default_factory=dict)
+    memory: Memory = field(default_factory=lambda: Memory("cpu"))
 
     @property
     def seed(self) -> int:
@@ -134,15 +137,20 @@ def execute(
 def _run(ctx: _Context) -> tuple[dict[str, float], dict[str, Any]]:
     from registry.document.spec import dump
 
+    ctx.memory = Memory(ctx.device)
+    ctx.memory.start_phase()  # a long-lived daemon: no earlier run's peak is this run's
     seed_everything(ctx.seed, ctx.device)
     ctx.raw = corpus.load_corpus(ctx.doc["data"]["dataset"], ctx.data_root)
-    provenance = collect(ctx.doc, corpus.dataset_sha256(ctx.raw), ctx.device, ctx.seed)
+    provenance = prov.collect(ctx.doc, corpus.dataset_sha256(ctx.raw), ctx.device, ctx.seed)
+    ctx.provenance = provenance
     if ctx.job["run"]["kind"] == "train":
         provenance["resumed_from"] = _find_resume(ctx)
     ctx.tracker.log_artifact_text(dump(dict(ctx.doc), "yaml"), "config.yaml")
     ctx.tracker.log_artifact_text(json.dumps(provenance, indent=2), "provenance.json")
     ctx.check_stop()
     metrics = RUNNERS[ctx.job["run"]["kind"]](ctx)
+    prov.note(provenance, ctx.device)  # as the run ran (training may have set TF32)
+    ctx.tracker.log_artifact_text(json.dumps(provenance, indent=2), "provenance.json")
     return metrics, provenance
 
 
@@ -194,14 +202,8 @@ def _train(ctx: _Context) -> dict[str, float]:
     ctx.check_stop()
     torch.manual_seed(ctx.seed)  # the initial weights depend on the seed alone
     model = build_model(ctx.doc, tokenizer.vocab_size).to(ctx.device)
+    prov.note(ctx.provenance, ctx.device, model)
     params = TrainParams.from_doc(ctx.doc)
-    checkpointer = checkpoint.Checkpointer(
-        ctx.tracker,
-        checkpoint.interval(ctx.doc),
-        ctx.workdir / "resume",
-        checkpoint.identity(ctx.job),
-        ctx.resume,
-    )
     result = train(
         model,
         splits,
@@ -210,16 +212,29 @@ def _train(ctx: _Context) -> dict[str, float]:
         ctx.tracker,
         ctx.should_stop,
         ctx.on_progress,
-        checkpointer,
+        _checkpointer(ctx),
     )
+    trained = {"peak_memory_mb": ctx.memory.peak_mb(), **ctx.memory.peaks()}
     ctx.check_stop()
+    ctx.memory.start_phase()  # sampling's peak is its own
     final = _sample(ctx, model, tokenizer, splits.validation)
     final["tokens_per_second"] = result.metrics["tokens_per_second"]
-    final["peak_memory_mb"] = peak_memory_mb(ctx.device)
+    final |= trained | ctx.memory.peaks("eval_")
     ctx.log_final(result.steps, final)  # train() already logged the rest
     metrics = result.metrics | final
     _save_checkpoint(ctx, model, tokenizer, metrics)
     return metrics
+
+
+def _checkpointer(ctx: _Context) -> checkpoint.Checkpointer:
+    """Saves the training state as the config says; resumes an earlier attempt's."""
+    return checkpoint.Checkpointer(
+        ctx.tracker,
+        checkpoint.interval(ctx.doc),
+        ctx.workdir / "resume",
+        checkpoint.identity(ctx.job),
+        ctx.resume,
+    )
 
 
 def _sample(ctx: _Context, model: Any, tokenizer: Tokenizer, val: torch.Tensor) -> dict[str, float]:
@@ -267,10 +282,12 @@ def _evaluate(ctx: _Context) -> dict[str, float]:
     if not from_run.get("mlflow_run_id"):
         raise ValueError("an evaluate run needs from_run with an mlflow_run_id to load")
     ctx.on_progress({"phase": "loading", "from_run": from_run.get("id")})
+    ctx.memory.start_phase()
     folder = ctx.tracker.load_checkpoint(str(from_run["mlflow_run_id"]), ctx.workdir / "from_run")
     tokenizer = load_tokenizer(folder)
     loaded: Any = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
     model = loaded.to(ctx.device)
+    prov.note(ctx.provenance, ctx.device, model)
     d = ctx.doc["data"]
     _, val_raw = corpus.split_bytes(ctx.raw, float(d["validation_fraction"]))
     val = tokenizer.encode_corpus(val_raw)
@@ -288,7 +305,8 @@ def _evaluate(ctx: _Context) -> dict[str, float]:
     metrics["tokens_per_second"] = scored["eval_tokens"] / max(scored["eval_seconds"], 1e-9)
     ctx.check_stop()
     metrics |= _sample(ctx, model, tokenizer, val)
-    metrics["peak_memory_mb"] = peak_memory_mb(ctx.device)
+    metrics["peak_memory_mb"] = ctx.memory.peak_mb()
+    metrics |= ctx.memory.peaks("eval_")
     ctx.log_final(0, metrics)
     return metrics
 

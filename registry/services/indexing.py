@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from registry.document.canonical import flatten
 from registry.models import FINISHED_STATUSES, ConfigVersion, Run, RunMetric, VersionParam
+from registry.services.reproduction import compare
 
 #: What a run's provenance must hold to be complete (CONTRACT section 3).
 REQUIRED_PROVENANCE = (
@@ -36,13 +36,6 @@ REQUIRED_PROVENANCE = (
     "device",
     "dataset_sha256",
     "code_version",
-)
-
-#: Metrics that measure the machine, not the model: they differ between identical re-runs.
-# Measurements of the machine, not of the model: a re-run gets their deltas, but they do not
-# decide whether it reproduced.
-_TIMING_METRIC = re.compile(
-    r"per_second|per_sec|_seconds?$|_time$|duration|throughput|memory", re.I
 )
 
 # Core tables with only the columns backfill needs: stable for migration 0003 whatever the
@@ -126,22 +119,18 @@ def provenance_complete(provenance: dict[str, Any] | None) -> bool:
 
 
 def reproduction_result(
-    original: dict[str, Any] | None, rerun: dict[str, Any] | None
+    original: dict[str, Any] | None,
+    rerun: dict[str, Any] | None,
+    original_provenance: dict[str, Any] | None = None,
+    rerun_provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``{"deltas": {metric: rerun - original or None}, "identical": bool}``.
+    """``{"deltas", "identical", ...}``: :func:`registry.services.reproduction.compare`.
 
-    Identical means the same model metrics, bit for bit; timing and memory metrics
-    (tokens_per_second, peak_memory_mb) get a delta but do not count: they measure the machine.
+    Identical means the same environment (device class, GPU, torch, transformers, CUDA) and
+    the same model metrics, bit for bit; timing and memory metrics (tokens_per_second,
+    peak_memory_mb) get a delta but do not count: they measure the machine.
     """
-    a, b = flatten(original or {}), flatten(rerun or {})
-    deltas: dict[str, float | None] = {}
-    identical = bool(a)
-    for key in sorted(a.keys() | b.keys()):
-        x, y = metric_value(a.get(key)), metric_value(b.get(key))
-        deltas[key] = None if x is None or y is None else y - x
-        if not _TIMING_METRIC.search(key) and (x is None or y is None or x != y):
-            identical = False
-    return {"deltas": deltas, "identical": identical}
+    return compare(original, rerun, original_provenance, rerun_provenance)
 
 
 # --- the ORM side ----------------------------------------------------------------------------
@@ -176,7 +165,12 @@ def index_finished_run(session: Session, run: Run) -> None:
         return
     if run.status == "succeeded":
         original = session.get(Run, run.reproduces)
-        result = reproduction_result(original.metrics if original else None, run.metrics)
+        result = reproduction_result(
+            original.metrics if original else None,
+            run.metrics,
+            original.provenance if original else None,
+            run.provenance,
+        )
         if original is not None:
             original.reproduced = True
     elif run.status == "failed":
@@ -246,9 +240,14 @@ def _backfill_run(bind: Session | Connection, r: Any) -> None:
     if r.reproduces is not None and r.status in ("succeeded", "failed"):
         if r.status == "succeeded":
             original = bind.execute(
-                sa.select(_runs.c.metrics).where(_runs.c.id == r.reproduces)
-            ).scalar_one_or_none()
-            result = reproduction_result(_as_dict(original), _as_dict(r.metrics))
+                sa.select(_runs.c.metrics, _runs.c.provenance).where(_runs.c.id == r.reproduces)
+            ).one_or_none()
+            result = reproduction_result(
+                _as_dict(original.metrics if original else None),
+                _as_dict(r.metrics),
+                _as_dict(original.provenance if original else None),
+                _as_dict(r.provenance),
+            )
             bind.execute(sa.update(_runs).where(_runs.c.id == r.reproduces).values(reproduced=True))
         else:
             result = {"deltas": {}, "identical": False}

@@ -30,6 +30,7 @@ from registry.errors import BadRequest, Conflict, NotFound, StaleLease
 from registry.models import FINISHED_STATUSES, ConfigVersion, Run
 from registry.services import leases
 from registry.services.admission import Quota, admit, check_request
+from registry.services.claimable import best_candidate
 from registry.services.duplicates import refuse_duplicate
 from registry.services.indexing import index_finished_run
 from registry.services.progress import note
@@ -142,9 +143,15 @@ def reproduce(
 
 
 def claim(
-    session: Session, worker_id: str, queues: Sequence[str], now: dt.datetime, lease_seconds: int
+    session: Session,
+    worker_id: str,
+    queues: Sequence[str],
+    now: dt.datetime,
+    lease_seconds: int,
+    devices: int | None = None,
 ) -> Claim | None:
-    """Reap expired leases (if no other reap runs), then claim the best of ``queues`` at once.
+    """Reap expired leases (if no other reap runs), then claim the best of ``queues`` that
+    fits ``devices`` GPUs (None: any run) at once (:mod:`registry.services.claimable`).
 
     PostgreSQL: ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)``, so
     concurrent claimers skip each other's candidate. SQLite has one writer (``BEGIN IMMEDIATE``);
@@ -153,14 +160,7 @@ def claim(
     if not queues:
         raise BadRequest("name at least one queue to claim from", field="queues")
     reap(session, now, CLAIM_FINISH_AFTER)  # finishing is the reaper's first: it ends MLflow runs
-    candidate = (
-        select(Run.id)
-        .where(Run.status == "queued", Run.queue.in_(list(queues)))
-        .order_by(Run.priority.desc(), Run.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    candidate = best_candidate(queues, devices)
     lease, lease_hash = leases.new_lease()
     stmt = (
         update(Run)

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from tests.support.dbs import postgres_database
 from tests.support.procs import ROOT, Proc, free_port, start, wait_for
 from worker.daemon import parse_args
+from worker.failures import DEVICE_EXIT
 
 UNITS = ROOT / "deploy" / "systemd"
 VENV_IN_UNITS = "/opt/config-registry/venv"
@@ -103,6 +104,7 @@ def test_the_worker_unit_stops_warm_drains_on_reload_and_reads_its_token_file() 
     unit = parse_unit(UNITS / "registry-worker@.service")
     env = environment(unit)
     assert env["CUDA_VISIBLE_DEVICES"] == "%I"
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # the numbers nvidia-smi shows
     assert env["REGISTRY_TOKEN_FILE"] == "%d/registry-token"
     assert "REGISTRY_TOKEN" not in env
     assert one(unit, "Service.LoadCredential").startswith("registry-token:/")
@@ -111,6 +113,7 @@ def test_the_worker_unit_stops_warm_drains_on_reload_and_reads_its_token_file() 
     assert one(unit, "Service.KillMode") == "mixed"  # SIGTERM to the daemon, not its children
     assert int(one(unit, "Service.TimeoutStopSec")) >= 120  # a step and a checkpoint upload
     assert one(unit, "Service.Restart") == "on-failure"  # a drain's exit 0 stays stopped
+    assert DEVICE_EXIT != 2  # a device error's exit is restarted with a fresh CUDA context
     assert one(unit, "Service.RestartPreventExitStatus") == "2"
 
 

@@ -405,12 +405,15 @@ def test_reproduction_result() -> None:
         {"val_loss": 2.0, "tokens_per_second": 10.0, "peak_memory_mb": 300.0},
         {"val_loss": 2.0, "tokens_per_second": 12.5, "peak_memory_mb": 310.0},
     )
-    assert same == {
+    assert {k: same[k] for k in ("deltas", "identical")} == {
         "deltas": {"peak_memory_mb": 10.0, "tokens_per_second": 2.5, "val_loss": 0.0},
         "identical": True,
     }
     differs = reproduction_result({"val_loss": 2.0}, {"val_loss": 2.25, "extra": 1})
-    assert differs == {"deltas": {"extra": None, "val_loss": 0.25}, "identical": False}
+    assert {k: differs[k] for k in ("deltas", "identical")} == {
+        "deltas": {"extra": None, "val_loss": 0.25},
+        "identical": False,
+    }
     assert reproduction_result({}, {})["identical"] is False
 
 
@@ -554,10 +557,12 @@ def test_migration_0003_backfills_and_round_trips(kind: str, tmp_path: Any) -> N
             assert _ids(session, "identical = true AND reproduces = 1") == [2]
             assert _ids(session, "provenance_complete = true") == [1, 2]
             run = session.get(Run, 2)
-            assert run is not None and run.reproduction == {
+            assert run is not None and run.reproduction is not None
+            assert {k: run.reproduction[k] for k in ("deltas", "identical")} == {
                 "deltas": {"tokens_per_second": 1.0, "val_loss": 0.0},
                 "identical": True,
             }
+            assert run.reproduction["same_environment"] is True  # the same provenance
         command.downgrade(cfg, "0002")
         with engine.connect() as conn:
             assert "version_params" not in sa.inspect(conn).get_table_names()

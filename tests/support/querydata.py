@@ -116,6 +116,7 @@ def make_runs(session: Session, n_runs: int = 48) -> None:
             run.reproduces, run.config_version_id = original.id, original.config_version_id
             if i % 10 == 0 and original.metrics and run.metrics is not None:
                 run.metrics = dict(original.metrics, tokens_per_second=9.0)
+                run.provenance = dict(original.provenance or {})  # the same environment
         session.add(run)
         session.flush()
         runs.append(run)

@@ -41,6 +41,13 @@ class ClaimRequest(Body):
 
     worker: str = Field(min_length=1, max_length=200)
     queues: list[str] = Field(default_factory=lambda: ["default"], min_length=1, max_length=50)
+    devices: int | None = Field(
+        default=None,
+        ge=0,
+        le=1024,
+        description="the GPUs this worker owns: a run whose resources.gpus exceeds it is left "
+        "for another worker; absent (a CPU worker): any run",
+    )
 
 
 class HeartbeatRequest(Body):

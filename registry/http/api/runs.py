@@ -174,7 +174,8 @@ def reproduce_run(run_id: int) -> Any:
 @accepts(body=ClaimRequest)
 def claim(body: ClaimRequest) -> Any:
     """Claim the best queued run of the given queues: 200 with run, config and lease, or 204."""
-    claimed = queue.claim(g.db, body.worker, body.queues, queue.db_now(g.db), _lease_seconds())
+    now, lease_seconds = queue.db_now(g.db), _lease_seconds()
+    claimed = queue.claim(g.db, body.worker, body.queues, now, lease_seconds, body.devices)
     if claimed is None:
         return "", 204
     run = claimed.run

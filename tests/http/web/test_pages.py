@@ -317,6 +317,24 @@ def test_run_detail_metrics_deltas_and_compare(web: FlaskClient, engine: Engine)
     assert web.get(f"/compare?run={ids[0]}").status_code == 400
 
 
+def test_run_detail_says_a_rerun_on_another_gpu_is_within_tolerance_not_identical(
+    web: FlaskClient, engine: Engine
+) -> None:
+    from registry.services.reproduction import compare
+
+    h200 = {"device": "cuda:0 NVIDIA H200", "gpu_name": "NVIDIA H200", "torch": "2.13.0"}
+    a100 = h200 | {"device": "cuda:0 NVIDIA A100", "gpu_name": "NVIDIA A100"}
+    with transaction(make_session_factory(engine)) as s:
+        version = configs.create_config(s, "c", TINY).version
+        first = queue.enqueue(s, version, "train")
+        copy = queue.enqueue(s, version, "train", reproduces=first.id)
+        copy.reproduction = compare({"val_loss": 2.5}, {"val_loss": 2.501}, h200, a100)
+        copy.identical = copy.reproduction["identical"]
+        copy_id = copy.id
+    html = _text(web.get(f"/runs/{copy_id}"))
+    assert "another environment (gpu_name): within the tolerance (1%)" in html
+
+
 def test_workers_page_warns_about_unserved_queue(
     web: FlaskClient, stored: Any, engine: Engine
 ) -> None:
