@@ -89,3 +89,10 @@ def test_a_cuda_device_without_cuda_makes_no_call() -> None:
     memory = Memory("cuda:0", cuda)
     memory.start_phase()
     assert memory.peaks() == {} and memory.free() == 0 and cuda.calls == []
+
+
+@pytest.mark.slow
+def test_a_cpu_run_reports_its_peak_resident_set_and_no_cuda_peaks(trained: dict[str, Any]) -> None:
+    metrics = trained["result"].metrics
+    assert 0 < metrics["peak_memory_mb"] <= cpu_peak_mb()
+    assert not [k for k in metrics if "allocated" in k or "reserved" in k]
