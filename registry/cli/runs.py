@@ -181,11 +181,36 @@ def format_run(run: dict[str, Any]) -> str:
         if values:
             lines.append(f"  {section}:")
             lines += [f"    {k}: {_number(v)}" for k, v in sorted(values.items())]
+    if run.get("reproduction"):
+        lines.append(f"  reproduction: {describe_reproduction(run['reproduction'])}")
     error = run.get("error")
     if error:
         lines.append(f"  error: {error.get('kind')}: {error.get('message')}")
         lines += [f"    remedy: {r}" for r in error.get("remedies") or []]
+        lines += [f"    hint: {error['hint']}"] if error.get("hint") else []
     return "\n".join(lines)
+
+
+def describe_reproduction(result: dict[str, Any]) -> str:
+    """A re-run's verdict: identical, or the environment's differences and the tolerance."""
+    if result.get("identical"):
+        return "identical (same environment, same model metrics bit for bit)"
+    differences = result.get("environment_differences") or {}
+    where = (
+        "same environment"
+        if not differences
+        else "another environment: "
+        + ", ".join(f"{k} {v.get('original')} -> {v.get('rerun')}" for k, v in differences.items())
+    )
+    tolerance = result.get("tolerance") or {}
+    if "relative" not in tolerance:  # stored before the tolerance was
+        return f"{where}; metrics differ"
+    verdict = "within" if result.get("within_tolerance") else "outside"
+    outside = result.get("outside_tolerance") or []
+    return (
+        f"{where}; {verdict} the tolerance ({tolerance['relative']:.0%} relative, "
+        f"{tolerance.get('absolute')} absolute)" + (f": {', '.join(outside)}" if outside else "")
+    )
 
 
 def _inline(values: dict[str, Any]) -> str:
