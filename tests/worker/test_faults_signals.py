@@ -59,7 +59,7 @@ def test_sigstop_past_the_lease_then_sigcont_abandons_the_run_and_another_finish
     assert abandoned_s < LEASE_S / 3 + 0.5, frozen.output()
     stopped_s = logged_at(frozen, f"run={run_id} stopped: unreachable") - woken_at
     assert f"run={run_id}: release refused (409" in frozen.output()
-    assert "reported" not in frozen.output()
+    assert f"run={run_id} reported" not in frozen.output()
     stack.wait_run(run_id, "succeeded", lambda r: r["status"] == "succeeded")
     assert other.wait(60) == 0, other.output()
     done = stack.assert_one_result("tiny", run_id, attempt=2)
