@@ -1,8 +1,9 @@
 """``make bench``: every benchmark in turn, each a script of its own (see docs/benchmarks.md).
 
 Each figure is a ratio against a baseline measured in the same run (our training loop vs a bare
-torch loop, our claims vs a raw SKIP LOCKED loop, the queue's requests under load vs GET /health,
-our query vs MLflow's search_runs), since this machine is shared and noisy. ``--quick`` shrinks
+torch loop, compiled vs eager training, our claims vs a raw SKIP LOCKED loop, the queue's
+requests under load vs GET /health, our query vs MLflow's search_runs), since this machine is
+shared and noisy. ``--quick`` shrinks
 every benchmark to a smoke run.
 """
 
@@ -17,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 FULL = {
     "bench_training.py": [],
+    "bench_compile.py": ["--steps", "30", "--rounds", "2"],
     "bench_claims.py": ["--clients", "8", "--seconds", "5"],
     "bench_load_queue.py": ["--workers", "8", "--runs", "2000", "--serve-workers", "4"],
     "bench_query_mlflow.py": ["--runs", "100000", "--postgres"],
@@ -29,6 +31,7 @@ FULL = {
 QUICK_STORE = ["--runs", "300", "--client-runs", "30", "--repeat", "1"]
 QUICK = {
     "bench_training.py": ["--steps", "5", "--rounds", "1", "--budget", "10"],
+    "bench_compile.py": ["--steps", "5", "--rounds", "1", "--arch", "llama", "--dim", "32"],
     "bench_claims.py": [
         "--clients",
         "2",

@@ -38,8 +38,13 @@ def build_model(doc: Mapping[str, Any], vocab_size: int | None = None) -> Any:
     """A freshly initialised causal LM for the document (nothing downloaded).
 
     ``vocab_size`` is the tokenizer's: a model whose vocabulary is smaller is refused.
+    DeepSeek-V2's routed experts run in the autocast dtype (:mod:`worker.moe`); gradient
+    checkpointing is the non-reentrant kind, asked for explicitly (transformers' default for
+    ``use_reentrant`` has changed between releases).
     """
     from transformers import DeepseekV2ForCausalLM, LlamaForCausalLM
+
+    from worker.moe import use_autocast_experts
 
     config = build_config(doc)
     if vocab_size is not None and config.vocab_size < vocab_size:
@@ -49,6 +54,7 @@ def build_model(doc: Mapping[str, Any], vocab_size: int | None = None) -> Any:
         )
     classes = {"deepseek_v2": DeepseekV2ForCausalLM, "llama": LlamaForCausalLM}
     model = classes[model_type(dict(doc))](config)
+    use_autocast_experts(model)
     if doc["training"]["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model

@@ -3,11 +3,16 @@
 Precision: `fp32` runs as is; `bf16` autocasts to bfloat16 on any device; `fp16` autocasts to
 float16 with a GradScaler on CUDA, and to bfloat16 on the CPU (CPU float16 kernels are slow and
 a CPU has no loss-scaling story; bfloat16 gives the same memory saving without overflow).
-Weights and optimiser state stay float32 in every case.
+Weights and optimiser state stay float32 in every case. On CUDA fp32 matrix products run as
+TF32 unless ``training.tf32`` is false (:mod:`worker.precision`), AdamW is the fused kernel,
+and with fp16 a step the GradScaler skipped (an inf/NaN gradient) does not advance the
+learning-rate schedule either.
 
 The loop synchronises with the device only when it reports (about once a second, before each
-evaluation and at the end): per-step losses stay on the device until then and go to the
-tracker in one batch.
+evaluation and at the end; :mod:`worker.reporting`): the token ids live on the device, batches
+are gathered there, and per-step losses stay on the device until a report sends them to the
+tracker in one batch. With ``training.compile`` the forward and backward run through
+``torch.compile``; evaluation, sampling and checkpoints use the plain module (the same weights).
 """
 
 from __future__ import annotations
@@ -17,29 +22,26 @@ import logging
 import os
 import random
 import resource
-import sys
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from registry.document.estimate import warmup_steps
-from worker import checkpoint
+from registry.document.estimate import training_flops_per_token, warmup_steps
+from worker import checkpoint, precision
 from worker.data import Splits, eval_batches, get_batch
 from worker.evaluation import causal_lm_loss, evaluate_loss
+from worker.moe import RoutingMonitor
+from worker.reporting import WARMUP_STEPS, Clock, OnProgress, Reporter
 from worker.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCHES = 8  # fixed validation windows per evaluation: the same tokens every time
-PROGRESS_EVERY_S = 1.0
 
 ShouldStop = Callable[[], bool]
-OnProgress = Callable[[dict[str, Any]], None]
 
 
 class Stopped(Exception):
@@ -64,6 +66,10 @@ class TrainParams:
     eval_every_steps: int
     seq_len: int
     eval_batch_size: int
+    tf32: bool = True
+    compile: bool = False
+    aux_loss_alpha: float | None = None
+    flops_per_token: int = 0
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> TrainParams:
@@ -86,6 +92,10 @@ class TrainParams:
             eval_every_steps=int(t["eval_every_steps"]),
             seq_len=int(d["seq_len"]),
             eval_batch_size=int(doc["generation"]["per_device_eval_batch_size"]),
+            tf32=precision.tf32_wanted(doc),
+            compile=bool(t.get("compile")),
+            aux_loss_alpha=(doc["model"].get("moe") or {}).get("aux_loss_alpha"),
+            flops_per_token=training_flops_per_token(dict(doc)),
         )
 
     @property
@@ -106,13 +116,41 @@ def seed_everything(seed: int, device: str) -> None:
 
 
 def build_optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimizer:
-    """AdamW; matrices decay, norms and biases (1-D parameters) do not."""
+    """AdamW; matrices decay, norms and biases (1-D parameters) do not. Fused (one kernel for
+    all parameters, and no host sync for the GradScaler's inf check) when they are on CUDA."""
     params = [q for q in model.parameters() if q.requires_grad]
     groups = [
         {"params": [q for q in params if q.dim() >= 2], "weight_decay": p.weight_decay},
         {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=p.learning_rate)
+    on_cuda = bool(params) and all(q.is_cuda for q in params)
+    return torch.optim.AdamW(groups, lr=p.learning_rate, fused=True if on_cuda else None)
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    parameters: Any,
+    max_grad_norm: float,
+) -> tuple[torch.Tensor, bool]:
+    """Unscale, clip, step, update the scale; the schedule advances only if the optimiser
+    stepped. Returns the pre-clip gradient norm and whether the step was taken.
+
+    A GradScaler skips the optimiser step when a gradient is inf/NaN and then lowers its
+    scale; comparing the scale before and after ``update()`` tells (a sync, paid only when
+    the scaler is on: fp16 on CUDA). Without a scaler every step is taken.
+    """
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    before = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.step(optimizer)
+    scaler.update()
+    stepped = before is None or scaler.get_scale() >= before
+    if stepped:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm.detach(), stepped
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, p: TrainParams) -> Any:
@@ -146,72 +184,6 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-@dataclass
-class _Clock:
-    """Training wall time, excluding evaluation."""
-
-    seconds: float = 0.0
-    since: float = field(default_factory=time.perf_counter)
-
-    def pause(self) -> None:
-        self.seconds += time.perf_counter() - self.since
-
-    def resume(self) -> None:
-        self.since = time.perf_counter()
-
-    def now(self) -> float:
-        return self.seconds + time.perf_counter() - self.since
-
-
-class _Reporter:
-    """Holds per-step values on the device; reports them in one sync at most once a second."""
-
-    def __init__(self, p: TrainParams, tracker: Tracker, on_progress: OnProgress | None) -> None:
-        self.p, self.tracker, self.on_progress = p, tracker, on_progress
-        self.pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []
-        self.next_at = time.monotonic() + PROGRESS_EVERY_S
-        self.last: dict[str, float] = {}
-        self.bar = tqdm(
-            total=p.num_training_steps,
-            desc="train",
-            unit="step",
-            disable=not sys.stderr.isatty(),
-            leave=False,
-        )
-
-    def add(self, step: int, lr: float, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-        self.pending.append((step, lr, loss, grad_norm))
-
-    def due(self) -> bool:
-        return time.monotonic() >= self.next_at
-
-    def report(self, clock: _Clock) -> None:
-        """Send pending steps to the tracker, then tell on_progress where the run is."""
-        if self.pending:
-            pairs = [torch.stack([loss, norm]) for _, _, loss, norm in self.pending]
-            values = torch.stack(pairs).tolist()
-            for (step, lr, _, _), (loss, norm) in zip(self.pending, values, strict=True):
-                self.tracker.log_metrics(
-                    step, {"train_loss": loss, "learning_rate": lr, "grad_norm": norm}
-                )
-            self.bar.update(len(self.pending))
-            step = self.pending[-1][0]
-            self.last.update(train_loss=values[-1][0], learning_rate=self.pending[-1][1])
-            self.last["tokens_per_second"] = step * self.p.tokens_per_step / max(clock.now(), 1e-9)
-            self.pending = []
-            self.bar.set_postfix(loss=f"{self.last['train_loss']:.4f}", refresh=False)
-            self._progress(step)
-        self.next_at = time.monotonic() + PROGRESS_EVERY_S
-
-    def _progress(self, step: int) -> None:
-        if self.on_progress is not None:
-            info = {"phase": "train", "step": step, "total": self.p.num_training_steps}
-            self.on_progress(info | self.last)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 @dataclass(frozen=True)
 class TrainResult:
     """The final value of each metric `train()` logged, and the step it stopped at."""
@@ -224,13 +196,24 @@ class _Stepper:
     """One optimiser step: accumulate micro-batches, clip, step, schedule."""
 
     def __init__(self, model: Any, splits: Splits, p: TrainParams, device: str) -> None:
-        self.model, self.splits, self.p, self.device = model, splits, p, device
+        self.model, self.splits, self.p, self.device = model, splits.on(device), p, device
+        self.forward = torch.compile(model) if p.compile else model
         self.optimizer = build_optimizer(model, p)
         self.scheduler = build_scheduler(self.optimizer, p)
         use_scaler = p.precision == "fp16" and torch.device(device).type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.amp = lambda: autocast(device, p.precision)
         self.generator = torch.Generator().manual_seed(p.seed)
+        self.routing = RoutingMonitor(model, p.aux_loss_alpha)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss to minimise, language-model loss) of one micro-batch; the first adds the
+        MoE balance loss when the document asks for one."""
+        with self.routing.record(), self.amp():
+            logits = self.forward(input_ids=x, use_cache=False).logits
+        lm = causal_lm_loss(logits, y)
+        aux = self.routing.aux_loss()
+        return (lm if aux is None else lm + aux), lm
 
     def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Returns the learning rate used, the step's mean loss and the pre-clip grad norm."""
@@ -238,19 +221,17 @@ class _Stepper:
         total = torch.zeros((), device=self.device)
         for _ in range(self.p.gradient_accumulation_steps):
             x, y = get_batch(self.splits.train, self.p.batch_size, self.p.seq_len, self.generator)
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self.amp():
-                logits = self.model(input_ids=x, use_cache=False).logits
-            loss = causal_lm_loss(logits, y) / self.p.gradient_accumulation_steps
-            self.scaler.scale(loss).backward()
-            total += loss.detach()
-        self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.p.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return lr, total, norm.detach()
+            loss, lm = self.loss(x, y)
+            self.scaler.scale(loss / self.p.gradient_accumulation_steps).backward()
+            total += lm.detach() / self.p.gradient_accumulation_steps
+        norm, _ = optimizer_step(
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            self.model.parameters(),
+            self.p.max_grad_norm,
+        )
+        return lr, total, norm
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics on the fixed evaluation windows."""
@@ -273,14 +254,9 @@ def train(
 ) -> TrainResult:
     """Train `model` (on `device`) for p.num_training_steps; raises Stopped if asked. A
     `checkpointer` saves the state as it says and resumes from its `resume` state."""
-    splits.check(p.seq_len)
-    if p.precision == "fp16" and torch.device(device).type == "cpu":
-        log.warning("precision fp16 runs as bfloat16 autocast on the CPU")
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    model.train()
-    stepper = _Stepper(model, splits, p, device)
-    reporter, clock = _Reporter(p, tracker, on_progress), _Clock()
+    stepper = _prepare(model, splits, p, device)
+    routing = stepper.routing if stepper.routing.active else None
+    reporter, clock = Reporter(p, tracker, on_progress, routing), Clock()
     first = _resume(checkpointer, stepper, reporter, clock)
     try:
         for step in range(first, p.num_training_steps + 1):
@@ -290,19 +266,38 @@ def train(
                 raise Stopped(f"stopped at step {step} of {p.num_training_steps}")
             reporter.add(step, *stepper.step())
             at_eval = step % p.eval_every_steps == 0 or step == p.num_training_steps
-            if at_eval or reporter.due():
+            warmed = step == first + WARMUP_STEPS - 1 and step < p.num_training_steps
+            if at_eval or warmed or reporter.due():
                 reporter.report(clock)  # syncs: the clock then holds finished work only
+            if warmed:
+                clock.mark(step)
             if at_eval:
                 _evaluate(step, stepper, tracker, reporter, clock)
             if checkpointer is not None and checkpointer.due(step, p.num_training_steps):
                 _checkpoint(checkpointer, stepper, reporter, clock, step)
     finally:
         reporter.close()
+        stepper.routing.close()
+    clock.pause()  # training is over: what follows is not training time
+    if stepper.routing.active:
+        tracker.log_artifact_text(stepper.routing.artifact(), "moe_load.json")
     return _result(reporter, clock, p, device)
 
 
+def _prepare(model: Any, splits: Splits, p: TrainParams, device: str) -> _Stepper:
+    """Check the data, set the device's matrix precision, build the optimiser and the rest."""
+    splits.check(p.seq_len)
+    if p.precision == "fp16" and torch.device(device).type == "cpu":
+        log.warning("precision fp16 runs as bfloat16 autocast on the CPU")
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    precision.configure_tf32(device, p.tf32)
+    model.train()
+    return _Stepper(model, splits, p, device)
+
+
 def _evaluate(
-    step: int, stepper: _Stepper, tracker: Tracker, reporter: _Reporter, clock: _Clock
+    step: int, stepper: _Stepper, tracker: Tracker, reporter: Reporter, clock: Clock
 ) -> None:
     clock.pause()
     val = stepper.evaluate()
@@ -314,8 +309,8 @@ def _evaluate(
 def _resume(
     checkpointer: checkpoint.Checkpointer | None,
     stepper: _Stepper,
-    reporter: _Reporter,
-    clock: _Clock,
+    reporter: Reporter,
+    clock: Clock,
 ) -> int:
     """The first step to train: 1, or the step after the checkpoint being resumed."""
     state = checkpointer.resume if checkpointer is not None else None
@@ -331,8 +326,8 @@ def _resume(
 def _checkpoint(
     checkpointer: checkpoint.Checkpointer | None,
     stepper: _Stepper,
-    reporter: _Reporter,
-    clock: _Clock,
+    reporter: Reporter,
+    clock: Clock,
     step: int,
 ) -> None:
     """Save the state after `step` unless it is saved already; not counted as training time."""
@@ -344,8 +339,14 @@ def _checkpoint(
     clock.resume()
 
 
-def _result(reporter: _Reporter, clock: _Clock, p: TrainParams, device: str) -> TrainResult:
+def _result(reporter: Reporter, clock: Clock, p: TrainParams, device: str) -> TrainResult:
+    """The last reported values, throughput after warm-up (and MFU on a known GPU), memory."""
     metrics = dict(reporter.last)
-    metrics["tokens_per_second"] = p.num_training_steps * p.tokens_per_step / clock.seconds
+    metrics["tokens_per_second"] = clock.tokens_per_second(p.num_training_steps, p.tokens_per_step)
+    mfu = precision.mfu(
+        p.flops_per_token, metrics["tokens_per_second"], device, p.precision, p.tf32
+    )
+    if mfu is not None:
+        metrics["throughput_mfu"] = mfu
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     return TrainResult(metrics, p.num_training_steps)
