@@ -29,7 +29,7 @@ from worker import data as corpus
 from worker import provenance as prov
 from worker.evaluation import PROMPT_TOKENS, evaluate_loss, sample
 from worker.memory import Memory
-from worker.model import build_model
+from worker.model import build_model, prepare_loaded
 from worker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 from worker.tracking import Tracker
 from worker.training import (
@@ -286,7 +286,7 @@ def _evaluate(ctx: _Context) -> dict[str, float]:
     folder = ctx.tracker.load_checkpoint(str(from_run["mlflow_run_id"]), ctx.workdir / "from_run")
     tokenizer = load_tokenizer(folder)
     loaded: Any = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
-    model = loaded.to(ctx.device)
+    model = prepare_loaded(loaded, ctx.doc, ctx.device)
     prov.note(ctx.provenance, ctx.device, model)
     d = ctx.doc["data"]
     _, val_raw = corpus.split_bytes(ctx.raw, float(d["validation_fraction"]))

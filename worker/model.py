@@ -58,3 +58,14 @@ def build_model(doc: Mapping[str, Any], vocab_size: int | None = None) -> Any:
     if doc["training"]["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
+
+
+def prepare_loaded(loaded: Any, doc: Mapping[str, Any], device: str) -> Any:
+    """A model loaded from a checkpoint, made ready as a built one is: experts in the autocast
+    dtype, the document's TF32 setting on CUDA; moved to `device`."""
+    from worker import precision
+    from worker.moe import use_autocast_experts
+
+    use_autocast_experts(loaded)
+    precision.configure_tf32(device, precision.tf32_wanted(doc))
+    return loaded.to(device)
