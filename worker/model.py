@@ -56,7 +56,11 @@ def build_model(doc: Mapping[str, Any], vocab_size: int | None = None) -> Any:
     model = classes[model_type(dict(doc))](config)
     use_autocast_experts(model)
     if doc["training"]["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        reentrant = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=reentrant)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant)
     return model
 
 

@@ -101,3 +101,12 @@ def test_deepseek_refuses_key_value_heads_it_cannot_build() -> None:
     doc["model"]["num_key_value_heads"] = 4  # the schema rejects it; the builder says so too
     with pytest.raises(ValueError, match=r"model\.num_key_value_heads"):
         build_model(doc)
+
+
+@pytest.mark.parametrize("architecture", ["deepseek_v2", "llama"])
+def test_gradient_checkpointing_is_asked_for_non_reentrant(architecture: str) -> None:
+    model = build_model(
+        tiny_doc(model={"architecture": architecture}, training={"gradient_checkpointing": True})
+    )
+    funcs = [getattr(layer, "_gradient_checkpointing_func", None) for layer in model.model.layers]
+    assert funcs and all(f is not None and f.keywords == {"use_reentrant": False} for f in funcs)
