@@ -1,6 +1,7 @@
 """Whether a run may be queued: a well-formed request, within its caller's quota.
 
-The request: a known kind, a queue name, and for ``evaluate`` a succeeded train run. The quota
+The request: a known kind, a queue name, and for ``evaluate`` a succeeded train run; a
+``train`` run may name one too (fine-tuning, :mod:`registry.services.finetune`). The quota
 (:class:`Quota`, one per caller, built from the settings by :func:`quota_for`): the highest
 priority the caller's role may give (403 naming ``priority``), how many of its runs may wait
 (queued or running) at once, and how many it may queue per minute (429 ``quota_exceeded``
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,6 +26,7 @@ from sqlalchemy.orm import Session
 from registry.db import is_postgres
 from registry.errors import BadRequest, Forbidden, TooManyRequests
 from registry.models import ACTIVE_STATUSES, RUN_KINDS, Run
+from registry.services.finetune import check_finetune
 from registry.settings import Settings
 
 #: The API's bounds on ``priority`` (any role).
@@ -65,8 +69,16 @@ def quota_for(settings: Settings, who: str, role: str) -> Quota:
     )
 
 
-def check_request(session: Session, kind: str, queue: str, from_run: int | None) -> None:
-    """BadRequest naming the field unless kind, queue and from_run make a run."""
+def check_request(
+    session: Session,
+    kind: str,
+    queue: str,
+    from_run: int | None,
+    document: Mapping[str, Any] | None = None,
+) -> None:
+    """BadRequest naming the field unless kind, queue and from_run make a run; a train run
+    from a run (fine-tuning) is checked by :func:`registry.services.finetune.check_finetune`
+    against the version's ``document``."""
     if kind not in RUN_KINDS:
         raise BadRequest(f"kind must be one of {', '.join(RUN_KINDS)}; got {kind!r}", field="kind")
     if not queue or len(queue) > 100:
@@ -74,7 +86,7 @@ def check_request(session: Session, kind: str, queue: str, from_run: int | None)
     if kind == "evaluate":
         _check_evaluable(session, from_run)
     elif from_run is not None:
-        raise BadRequest("from_run is only for kind 'evaluate'", field="from_run")
+        check_finetune(session, document or {}, from_run)
 
 
 def _check_evaluable(session: Session, from_run: int | None) -> None:

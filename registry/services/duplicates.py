@@ -1,4 +1,7 @@
-"""Do not repeat work: a train run whose config hash, seed and code already succeeded."""
+"""Do not repeat work: a train run whose config hash, seed and code already succeeded.
+
+A fine-tune repeats only a run that started from the same ``from_run``: training a config
+from scratch and fine-tuning it from a parent are different work."""
 
 from __future__ import annotations
 
@@ -18,7 +21,11 @@ def pinned_code_version() -> str | None:
 
 
 def find_duplicate(
-    session: Session, version: ConfigVersion, seed: int, code_version: str
+    session: Session,
+    version: ConfigVersion,
+    seed: int,
+    code_version: str,
+    from_run: int | None = None,
 ) -> Run | None:
     """The first succeeded train run of the same config hash and seed made by ``code_version``."""
     candidates = session.scalars(
@@ -29,6 +36,7 @@ def find_duplicate(
             Run.kind == "train",
             Run.status == "succeeded",
             Run.seed == seed,
+            Run.from_run.is_(None) if from_run is None else Run.from_run == from_run,
         )
         .order_by(Run.id)
     )
@@ -37,9 +45,11 @@ def find_duplicate(
     )
 
 
-def refuse_duplicate(session: Session, version: ConfigVersion, seed: int, code: str) -> None:
+def refuse_duplicate(
+    session: Session, version: ConfigVersion, seed: int, code: str, from_run: int | None = None
+) -> None:
     """DuplicateRun (409) naming the run when this work already succeeded."""
-    done = find_duplicate(session, version, seed, code)
+    done = find_duplicate(session, version, seed, code, from_run)
     if done is not None:
         raise DuplicateRun(
             f"run {done.id} already trained this config (hash {version.hash[:12]}, seed {seed}) "

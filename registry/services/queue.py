@@ -99,10 +99,10 @@ def enqueue(
 ) -> Run:
     """Queue a run of ``version``: 409 when a train run repeats work done by ``code_version``
     (unless ``force``), 403/429 outside its caller's ``quota``, counted at ``now``."""
-    check_request(session, kind, queue, from_run)
+    check_request(session, kind, queue, from_run, version.document)
     seed = int(version.document.get("training", {}).get("seed", 42)) if seed is None else seed
     if kind == "train" and not force and code_version:
-        refuse_duplicate(session, version, seed, code_version)
+        refuse_duplicate(session, version, seed, code_version, from_run)
     if quota is not None:
         now, created_by = now or db_now(session), quota.who
         admit(session, quota, int(priority), now)
