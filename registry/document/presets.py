@@ -81,6 +81,7 @@ _SOURCES: list[tuple[str, str, str, dict[str, Any]]] = [
                 "per_device_train_batch_size": 16,
                 "precision": "bf16",
             },
+            "data": {"dataset": "builtin:stdlib-docs"},
             "resources": {"gpu_memory_gb": 16.0},
         },
     ),
@@ -106,7 +107,7 @@ _SOURCES: list[tuple[str, str, str, dict[str, Any]]] = [
                 "precision": "bf16",
             },
             "multimodal": {"visual_encoder_weight": 0.7, "text_encoder_weight": 0.3},
-            "data": {"seq_len": 512},
+            "data": {"dataset": "builtin:shapes", "seq_len": 512},
             "resources": {"gpu_memory_gb": 16.0},
         },
     ),
@@ -147,6 +148,7 @@ _SOURCES: list[tuple[str, str, str, dict[str, Any]]] = [
         {
             "task": "multimodal_matching",
             "multimodal": {"visual_encoder_weight": 0.7, "text_encoder_weight": 0.3},
+            "data": {"dataset": "builtin:shapes"},
         },
     ),
     (

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from registry.document import architecture as arch
+from registry.document import datasets
 from registry.document.issues import Issue, Rule, RuleFunc, error, get, rule, warning
 
 # -- field checks -----------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def file_dataset_problem(path: str) -> str | None:
 def dataset_source(doc: dict[str, Any]) -> Iterator[Issue]:
     """The corpus must be one the worker can load with no network, from inside its data root."""
     dataset = doc["data"]["dataset"]
-    if dataset in ("builtin:pydoc", "builtin:licenses"):
+    if dataset in datasets.NAMES:
         return
     if dataset.startswith("file:") and dataset[5:].strip():
         problem = file_dataset_problem(dataset[5:])
@@ -188,8 +189,8 @@ def dataset_source(doc: dict[str, Any]) -> Iterator[Issue]:
         return
     yield error(
         "data.dataset",
-        f"unknown dataset {dataset!r}; use builtin:pydoc, builtin:licenses or "
-        "file:<path of a UTF-8 text file, relative to the worker's REGISTRY_DATA_ROOT>",
+        f"unknown dataset {dataset!r}; use {', '.join(datasets.NAMES)} or "
+        "file:<path relative to the worker's REGISTRY_DATA_ROOT> (GET /api/v1/datasets)",
     )
 
 

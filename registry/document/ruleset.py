@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.document import advice, rules, rules_architecture
+from registry.document import advice, rules, rules_architecture, rules_data
 from registry.document.issues import Issue, Rule
 
 #: The explicit list of rules: nothing registers itself by being imported.
 RULES: tuple[Rule, ...] = (
     *rules.CHECKS,
     *rules_architecture.CHECKS,
+    *rules_data.CHECKS,
     *advice.ADVICE,
     *rules_architecture.ADVICE,
 )

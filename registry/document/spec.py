@@ -210,8 +210,10 @@ class DataSection(_Section):
     dataset: Str = _f(
         "builtin:pydoc",
         "builtin:pydoc (CPython's pydoc_data.topics), builtin:licenses "
-        "(/usr/share/common-licenses) or file:<path> (a UTF-8 text file on the worker).",
-        pattern=r"^(builtin:(pydoc|licenses)|file:.+)$",
+        "(/usr/share/common-licenses) for causal_lm; builtin:stdlib-docs for classification; "
+        "builtin:shapes for multimodal_matching (GET /api/v1/datasets); or file:<path> under "
+        "the worker's REGISTRY_DATA_ROOT (text; JSONL of text and label; a captions folder).",
+        pattern=r"^(builtin:(pydoc|licenses|stdlib-docs|shapes)|file:.+)$",
     )
     tokenizer: Literal["byte", "bpe"] = _f(
         "byte",

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from registry.document import fields, rules, rules_architecture, ruleset, spec
 from registry.document.issues import Issue
 from registry.errors import DocumentParseError, InvalidConfig
+from tests.support.presetdata import hash_before_dataset
 
 # -- parsing ----------------------------------------------------------------------------------
 
@@ -379,6 +380,12 @@ RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("fp32_on_gpu", BIG, "training.precision", "warning"),
     ("memory_fits", BIG, "resources.gpu_memory_gb", "warning"),
     ("task_as_trained", {"task": "classification"}, "task", "warning"),
+    (
+        "dataset_serves_task",
+        {"task": "classification", "data": {"dataset": "builtin:pydoc"}},
+        "data.dataset",
+        "error",
+    ),
 ]
 
 
@@ -614,7 +621,7 @@ def test_checkpoint_every_steps_keeps_old_hashes_and_is_kept_when_set() -> None:
         doc = p.document
         if p.name in changed:
             doc = {**doc, "training": {**doc["training"], "precision": "fp32"}}
-        hashes[p.name] = spec.config_hash(spec.normalize(doc))
+        hashes[p.name] = hash_before_dataset(p.name, doc)
     assert {k: hashes[k] for k in HASHES_BEFORE_CHECKPOINT_FIELD} == HASHES_BEFORE_CHECKPOINT_FIELD
     base = spec.normalize({})
     assert "checkpoint_every_steps" not in base["training"]

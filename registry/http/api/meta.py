@@ -1,4 +1,4 @@
-"""Routes about the service and the document: health, presets, validate, schema, OpenAPI."""
+"""Service and document routes: health, presets, datasets, validate, schema, OpenAPI."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from typing import Any
 
 from flask import current_app, jsonify
 
-from registry.document import fields, presets, spec
+from registry.document import datasets, fields, presets, spec
 from registry.http.api.blueprint import bp
 from registry.http.api.body import document_of
 from registry.http.api.guard import requires
 from registry.http.api.openapi import openapi_document
 from registry.http.api.schemas import (
+    DatasetList,
+    DatasetSummary,
     Health,
     PresetList,
     PresetSummary,
@@ -68,6 +70,25 @@ def get_preset(name: str) -> Any:
           content: {application/json: {schema: Error}}
     """
     return jsonify(presets.get_preset(name).document)
+
+
+@bp.get("/datasets")
+@requires("read")
+def list_datasets() -> Any:
+    """The built-in datasets and the tasks each serves (a ``file:`` dataset is not listed).
+    ---
+    get:
+      summary: List built-in datasets
+      responses:
+        200:
+          description: every built-in dataset, with the tasks it serves
+          content: {application/json: {schema: DatasetList}}
+    """
+    items = [
+        DatasetSummary(name=d.name, tasks=list(d.tasks), description=d.description)
+        for d in datasets.BUILTINS
+    ]
+    return jsonify(dump(DatasetList(datasets=items)))
 
 
 @bp.post("/validate")

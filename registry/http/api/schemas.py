@@ -254,6 +254,20 @@ class PresetList(Answer):
     presets: list[PresetSummary]
 
 
+class DatasetSummary(Answer):
+    """One built-in dataset: its name, the tasks it serves and what it holds."""
+
+    name: str
+    tasks: list[str]
+    description: str
+
+
+class DatasetList(Answer):
+    """``GET /datasets``: the built-in datasets (CONTRACT 5.4)."""
+
+    datasets: list[DatasetSummary]
+
+
 class ValidationAnswer(Answer):
     """``POST /validate``: 200 whether or not the document is valid."""
 
