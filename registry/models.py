@@ -160,6 +160,10 @@ class Run(Base):
     reproduced: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()
     )
+    # Out-of-memory remedies (migration 0007, registry.services.remedies): ``fail`` or
+    # ``remedy``; the run queued with the next remedy when this one ran out of memory.
+    on_oom: Mapped[str] = mapped_column(String(10), nullable=False, server_default="fail")
+    remedied_by: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
 
     version: Mapped[ConfigVersion] = relationship()
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, joinedload
 from registry.db import is_postgres, utcnow
 from registry.errors import BadRequest, Conflict, NotFound, StaleLease
 from registry.models import FINISHED_STATUSES, ConfigVersion, Run
-from registry.services import leases
+from registry.services import leases, remedies
 from registry.services.admission import Quota, admit, check_request
 from registry.services.claimable import best_candidate
 from registry.services.duplicates import refuse_duplicate
@@ -261,7 +261,7 @@ def complete(
     if run.status == "cancelled" and run.error is None:
         run.error = {"kind": "cancelled", "message": "cancelled by request"}
     _finish(session, run, now)
-    return run
+    return remedies.after_completion(session, run, now, enqueue)  # on_oom: the next remedy
 
 
 def _same_completion(

@@ -34,6 +34,12 @@ class CreateRunRequest(Body):
     # What training.seed allows (0..2**32-1), which the 64-bit column (migration 0005) holds.
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     force: bool = Field(default=False, description="queue a train run that already succeeded")
+    on_oom: str = Field(
+        default="fail",
+        pattern="^(fail|remedy)$",
+        description="`remedy`: when the run fails for lack of memory, queue a new version of "
+        "its config with the guide's next out-of-memory remedy (docs/queue.md)",
+    )
 
 
 class ClaimRequest(Body):
@@ -151,6 +157,10 @@ class RunAnswer(Answer):
     reproduced: bool
     identical: bool | None
     reproduction: JsonObject
+    on_oom: str = Field(json_schema_extra={"enum": ["fail", "remedy"]})
+    remedied_by: int | None = Field(
+        description="the run queued with the next out-of-memory remedy of this failed run"
+    )
 
 
 class RunList(Answer):

@@ -24,7 +24,15 @@ from registry.http.api.schemas import accepts
 from registry.models import Run, Worker
 from registry.query import search as query
 from registry.query.parse import And, Compare, In, Key, Node
-from registry.services import admission, configs, duplicates, progress, queue, workers
+from registry.services import (
+    admission,
+    configs,
+    duplicates,
+    progress,
+    queue,
+    remedies,
+    workers,
+)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -62,6 +70,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "reproduced": run.reproduced,
         "identical": run.identical,
         "reproduction": run.reproduction,
+        "on_oom": run.on_oom,
+        "remedied_by": run.remedied_by,
     }
 
 
@@ -102,6 +112,7 @@ def create_run(body: CreateRunRequest) -> Any:
         quota=_quota(),
         now=queue.db_now(g.db),
     )
+    run = remedies.with_policy(g.db, run, body.on_oom)
     return jsonify(run_json(run)), 201
 
 
