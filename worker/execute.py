@@ -5,7 +5,8 @@ MLflow run to look at, and hands its id to the daemon at once: the first `on_pro
 `{"phase": "started", "mlflow_run_id": ...}`, every later one carries `mlflow_run_id` too, and
 an exception leaving `execute()` has it as the attribute `mlflow_run_id`.
 
-Kinds: `train` trains the config, evaluates, samples and stores a self-describing checkpoint;
+Kinds: `train` trains the config, evaluates, samples and stores a self-describing checkpoint
+(with `from_run`, a fine-tune: it starts from that run's weights, see `worker.finetune`);
 `evaluate` loads `from_run`'s checkpoint and measures it on this version's data with this
 version's generation parameters (its metrics have no `train_loss`, and `tokens_per_second` is
 the evaluation forward pass's throughput).
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from registry.settings import DEFAULT_DATA_ROOT
-from worker import checkpoint
+from worker import checkpoint, finetune
 from worker import data as corpus
 from worker import provenance as prov
 from worker.evaluation import PROMPT_TOKENS, evaluate_loss, sample
@@ -76,6 +77,8 @@ class _Context:
     data_root: Path = Path(DEFAULT_DATA_ROOT)
     #: The training state an earlier attempt saved, when this attempt resumes it.
     resume: dict[str, Any] | None = None
+    #: A fine-tune's parent checkpoint (`worker.finetune`), downloaded before training.
+    parent: finetune.Parent | None = None
     #: What the run reports as provenance; the runners add what they learn.
     provenance: dict[str, Any] = field(default_factory=dict)
     memory: Memory = field(default_factory=lambda: Memory("cpu"))
@@ -145,6 +148,7 @@ def _run(ctx: _Context) -> tuple[dict[str, float], dict[str, Any]]:
     ctx.provenance = provenance
     if ctx.job["run"]["kind"] == "train":
         provenance["resumed_from"] = _find_resume(ctx)
+        ctx.parent = _find_parent(ctx)
     ctx.tracker.log_artifact_text(dump(dict(ctx.doc), "yaml"), "config.yaml")
     ctx.tracker.log_artifact_text(json.dumps(provenance, indent=2), "provenance.json")
     ctx.check_stop()
@@ -162,6 +166,17 @@ def _find_resume(ctx: _Context) -> dict[str, int] | None:
     point, ctx.resume = found
     ctx.on_progress({"phase": "resumed", "attempt": point.attempt, "step": point.step})
     return {"attempt": point.attempt, "step": point.step}
+
+
+def _find_parent(ctx: _Context) -> finetune.Parent | None:
+    """A fine-tune's parent checkpoint, downloaded; provenance names it (from_run keys)."""
+    from_run = finetune.parent_of(ctx.job)
+    if from_run is None:
+        return None
+    ctx.on_progress({"phase": "loading", "from_run": from_run.get("id")})
+    parent = finetune.download(ctx.tracker, from_run, ctx.workdir)
+    ctx.provenance.update(parent.provenance)
+    return parent
 
 
 def _end_quietly(tracker: Tracker, status: str) -> None:
@@ -196,12 +211,17 @@ def _train(ctx: _Context) -> dict[str, float]:
 
     d = ctx.doc["data"]
     train_raw, val_raw = corpus.split_bytes(ctx.raw, float(d["validation_fraction"]))
-    tokenizer = build_tokenizer(d["tokenizer"], train_raw, resolve_vocab_size(dict(ctx.doc)))
+    if ctx.parent is not None:  # a fine-tune reads the token ids its weights were trained on
+        tokenizer = ctx.parent.tokenizer
+    else:
+        tokenizer = build_tokenizer(d["tokenizer"], train_raw, resolve_vocab_size(dict(ctx.doc)))
     splits = corpus.Splits(tokenizer.encode_corpus(train_raw), tokenizer.encode_corpus(val_raw))
     splits.check(int(d["seq_len"]))
     ctx.check_stop()
     torch.manual_seed(ctx.seed)  # the initial weights depend on the seed alone
     model = build_model(ctx.doc, tokenizer.vocab_size).to(ctx.device)
+    if ctx.parent is not None and ctx.resume is None:  # a resumed checkpoint holds newer weights
+        finetune.load_weights(model, ctx.parent)
     prov.note(ctx.provenance, ctx.device, model)
     params = TrainParams.from_doc(ctx.doc)
     result = train(
