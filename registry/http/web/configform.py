@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from registry.document import spec
+from registry.document import datasets, spec
 from registry.document.fields import json_schema
 from registry.document.spec_model import LATER_MODEL_FIELDS
 from registry.http.web.derived import derived_values
@@ -55,6 +55,14 @@ class Field:
     def derivable(self) -> bool:
         """An architecture field whose null the form shows resolved (CONTRACT 5.6)."""
         return self.optional and self.path in LATER_MODEL_FIELDS
+
+    def suggestions(self, values: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """(value, label) pairs the input offers in a <datalist>: for ``data.dataset``, the
+        built-in datasets that serve the form's task (all of them for an unknown task)."""
+        if self.path != "data.dataset":
+            return ()
+        found = datasets.serving(values.get("task", "")) or datasets.BUILTINS
+        return tuple((d.name, f"{', '.join(d.tasks)}: {d.description}") for d in found)
 
     @property
     def input_id(self) -> str:
