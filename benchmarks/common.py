@@ -75,6 +75,14 @@ class Dataset:
     hashes: list[str] = field(default_factory=list)
 
 
+#: Two datasets a task can name (one draw either way, so the random stream is as before).
+DATASETS = {
+    "causal_lm": ["builtin:pydoc", "builtin:licenses"],
+    "classification": ["builtin:stdlib-docs", "file:labels.jsonl"],
+    "multimodal_matching": ["builtin:shapes", "file:pairs"],
+}
+
+
 def _doc(rng: random.Random, family: str) -> dict[str, Any]:
     dim = rng.choice([128, 256, 512, 768, 1024])
     heads = rng.choice([h for h in (4, 8, 16) if dim % h == 0])
@@ -103,7 +111,7 @@ def _doc(rng: random.Random, family: str) -> dict[str, Any]:
             "repetition_penalty": rng.choice([1.0, 1.1, 1.2]),
         },
         "data": {
-            "dataset": rng.choice(["builtin:pydoc", "builtin:licenses"]),
+            "dataset": rng.choice(DATASETS[task]),
             "tokenizer": rng.choice(["byte", "bpe"]),
             "seq_len": rng.choice([128, 256]),
         },
