@@ -101,6 +101,7 @@ def version_yaml(name: str, version: int) -> Any:
 @requires("write")
 def queue_run(name: str) -> Any:
     """Queue a train or evaluate run of one version, by the API's rules; then show the run.
+    A train run with a trained run chosen is a fine-tune from it.
 
     Refused (a duplicate without ``force``, over the quota, a bad field): the form again,
     saying why, with the answer's status.
@@ -115,7 +116,7 @@ def queue_run(name: str) -> Any:
             kind,
             queue=(form.get("queue") or "default").strip(),
             priority=_priority(form.get("priority")),
-            from_run=_int(form.get("from_run")) if kind == "evaluate" else None,
+            from_run=_int(form.get("from_run")),  # train: a fine-tune of that run
             force=form.get("force") == "1",
             code_version=duplicates.pinned_code_version(),
             quota=_quota(),
