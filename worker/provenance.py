@@ -4,7 +4,9 @@ Every run records ``attention_implementation`` (what transformers ran: ``sdpa``,
 ...; None until a model is built) and ``deterministic`` (True only under strict determinism:
 ``torch.use_deterministic_algorithms(True)`` without ``warn_only``, no cuDNN benchmarking, and
 on CUDA a fixed cuBLAS workspace). A GPU run also records ``gpu_name``,
-``compute_capability``, ``cudnn``, ``driver`` and ``tf32`` (CONTRACT 5.7).
+``compute_capability``, ``cudnn``, ``driver`` and ``tf32`` (CONTRACT 5.7). A fine-tune also
+records ``from_run``, ``from_mlflow_run_id`` and ``from_weights_sha256``, the parent it started
+from (:mod:`worker.finetune`, added once its checkpoint is downloaded).
 """
 
 from __future__ import annotations
