@@ -120,6 +120,18 @@ def split_bytes(raw: bytes, validation_fraction: float) -> tuple[bytes, bytes]:
 DEVICE_IDS_MAX_BYTES = 2 * 2**30
 
 
+def on_device(ids: torch.Tensor, device: str) -> torch.Tensor:
+    """Token ids where batches are gathered: on a GPU whole (the corpora are small: the ids of
+    builtin:pydoc take about 30 MiB), unless over DEVICE_IDS_MAX_BYTES; then in pinned host
+    memory, from which each batch is copied without blocking. The CPU's stay as they are."""
+    if torch.device(device).type != "cuda":
+        return ids
+    if ids.numel() * ids.element_size() <= DEVICE_IDS_MAX_BYTES:
+        return ids.to(device)
+    log.info("token ids (%d bytes) stay in pinned host memory", ids.numel() * ids.element_size())
+    return ids.pin_memory()
+
+
 @dataclass(frozen=True)
 class Splits:
     """Token ids of the two splits, as 1-D int64 tensors (on the CPU unless moved by `on`)."""
@@ -128,17 +140,10 @@ class Splits:
     validation: torch.Tensor
 
     def on(self, device: str) -> Splits:
-        """The splits where training reads them: on `device` whole (the corpora are small:
-        the token ids of builtin:pydoc take about 30 MiB), else in pinned host memory, from
-        which each batch is copied without blocking."""
-        target = torch.device(device)
-        if target.type != "cuda":
+        """The splits where training reads them (see :func:`on_device`)."""
+        if torch.device(device).type != "cuda":
             return self
-        size = sum(t.numel() * t.element_size() for t in (self.train, self.validation))
-        if size <= DEVICE_IDS_MAX_BYTES:
-            return Splits(self.train.to(target), self.validation.to(target))
-        log.info("token ids (%d bytes) stay in pinned host memory", size)
-        return Splits(self.train.pin_memory(), self.validation.pin_memory())
+        return Splits(on_device(self.train, device), on_device(self.validation, device))
 
     def check(self, seq_len: int) -> None:
         """Fail early, with the fix, when a split cannot hold one sequence."""

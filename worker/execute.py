@@ -314,7 +314,7 @@ def _evaluate(ctx: _Context) -> dict[str, float]:
     ctx.check_stop()
     ctx.on_progress({"phase": "evaluating"})
     batches = corpus.eval_batches(
-        val,
+        corpus.on_device(val, ctx.device),  # gathered on the GPU: no copy per batch
         int(ctx.doc["generation"]["per_device_eval_batch_size"]),
         int(d["seq_len"]),
         EVAL_BATCHES,
