@@ -21,6 +21,12 @@ OOM_MARKERS = (
     "cuda error: out of memory",
     "cublas_status_alloc_failed",
     "cudnn_status_alloc_failed",
+    # The CPU: torch's DefaultCPUAllocator when malloc fails (address space or RAM exhausted),
+    # "can't allocate memory: you tried to allocate N bytes. Error code 12 (Cannot allocate
+    # memory)"; "not enough memory" in its other builds.
+    "can't allocate memory",
+    "cannot allocate memory",
+    "not enough memory",
 )
 #: Errors after which this process's CUDA context is unusable (checked after OOM_MARKERS).
 DEVICE_MARKERS = re.compile(

@@ -94,11 +94,16 @@ def _smaller_dim(doc: dict[str, Any], origin: dict[str, Any]) -> Iterator[Remedy
     if dim < origin["model"]["model_dim"] or heads < 1:
         return
     for smaller in smaller_dims(dim, heads):
+        why = (
+            "the guide's size for a model that runs out of memory"
+            if smaller == GUIDE_MODEL_DIM
+            else "the next size down"
+        )
         yield Remedy(
             "smaller_model_dim",
             _with(doc, "model", model_dim=smaller),
-            f"model.model_dim {dim} -> {smaller} (the next size that {heads} heads divide "
-            f"with an even head size, {smaller // heads})",
+            f"model.model_dim {dim} -> {smaller} ({why}: {heads} heads divide it, each "
+            f"{smaller // heads} wide, an even size)",
         )
 
 

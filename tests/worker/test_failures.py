@@ -36,7 +36,11 @@ TABLE = [
         "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
         "out_of_memory",
     ),
-    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1024 bytes.", "exception"),
+    (  # the CPU's out of memory (a capped address space or RAM): remedies apply there too
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 180355072 bytes. Error code 12 (Cannot allocate memory)",
+        "out_of_memory",
+    ),
     (
         "index_add_cuda_ does not have a deterministic implementation, but you set "
         "'torch.use_deterministic_algorithms(True)'. You can turn off determinism just for "
