@@ -33,6 +33,16 @@ SECTION_TITLES = {
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """One <option> of an input's <datalist>."""
+
+    value: str
+    label: str
+    tasks: str  # space-separated, for app.js
+    offered: bool
+
+
+@dataclass(frozen=True)
 class Field:
     """One input: its dotted path, type and the guide's help."""
 
@@ -56,13 +66,23 @@ class Field:
         """An architecture field whose null the form shows resolved (CONTRACT 5.6)."""
         return self.optional and self.path in LATER_MODEL_FIELDS
 
-    def suggestions(self, values: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-        """(value, label) pairs the input offers in a <datalist>: for ``data.dataset``, the
-        built-in datasets that serve the form's task (all of them for an unknown task)."""
+    def suggestions(self, values: Mapping[str, str]) -> tuple[Suggestion, ...]:
+        """What the input offers in a <datalist>: for ``data.dataset``, every built-in
+        dataset, enabled where it serves the form's task (all of them for an unknown task);
+        app.js re-enables them when the task changes."""
         if self.path != "data.dataset":
             return ()
-        found = datasets.serving(values.get("task", "")) or datasets.BUILTINS
-        return tuple((d.name, f"{', '.join(d.tasks)}: {d.description}") for d in found)
+        task = values.get("task", "")
+        known = bool(datasets.serving(task))
+        return tuple(
+            Suggestion(
+                d.name,
+                f"{', '.join(d.tasks)}: {d.description}",
+                " ".join(d.tasks),
+                task in d.tasks or not known,
+            )
+            for d in datasets.BUILTINS
+        )
 
     @property
     def input_id(self) -> str:

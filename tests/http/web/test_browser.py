@@ -244,3 +244,23 @@ def test_architecture_details_show_what_empty_fields_derive(
     expect(experts).to_contain_text("deepseek_v2 only")
     expect(page.locator("#summary")).to_contain_text("model.mla")  # kv_lora_rank on a llama
     shot(page, "10-architecture-details")
+
+
+def test_dataset_picker_follows_the_task(page: Any, server: Server, tokens: dict[str, str]) -> None:
+    """The data.dataset <datalist> enables the built-ins of the task chosen (app.js)."""
+    sign_in(page, tokens["admin"])
+    page.goto("/configs/-/new")
+    enabled = "#l-f-data-dataset option:not([disabled])"
+
+    def offered() -> list[str]:
+        return page.eval_on_selector_all(enabled, "els => els.map(e => e.value)")
+
+    assert offered() == ["builtin:pydoc", "builtin:licenses"]
+    page.select_option("#f-task", "multimodal_matching")
+    assert offered() == ["builtin:shapes"]
+    page.fill("#f-data-dataset", "builtin:pydoc")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#e-f-data-dataset")).to_contain_text("use builtin:shapes")
+    page.select_option("#f-task", "classification")
+    assert offered() == ["builtin:stdlib-docs"]

@@ -21,6 +21,18 @@
     sync();
   }
 
+  // The dataset picker offers the built-ins that serve the chosen task.
+  var task = document.querySelector("#config-form select[name=task]");
+  var picker = document.getElementById("l-f-data-dataset");
+  if (task && picker) {
+    task.addEventListener("change", function () {
+      picker.querySelectorAll("option").forEach(function (option) {
+        var tasks = (option.getAttribute("data-tasks") || "").split(" ");
+        option.disabled = tasks.indexOf(task.value) < 0;
+      });
+    });
+  }
+
   // The config form: validate on the server as the user types (POST /configs/-/check).
   var form = document.getElementById("config-form");
   if (!form) return;
