@@ -74,3 +74,11 @@ def test_nothing_left_is_none() -> None:
     )
     assert spec.validate(doc).valid
     assert next_remedy(doc) is None
+
+
+def test_a_fine_tune_keeps_its_model() -> None:
+    # from_run's weights fix the model's sizes: checkpointing and the batch only.
+    doc = tiny_doc(training={"gradient_checkpointing": True, "per_device_train_batch_size": 3})
+    assert next_remedy(doc, keep_model=True) is None
+    remedy = next_remedy(tiny_doc(), keep_model=True)
+    assert remedy is not None and remedy.document["model"] == tiny_doc()["model"]
