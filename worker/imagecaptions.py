@@ -8,9 +8,10 @@ from a fixed generator, so the set never changes). Each caption names all four a
 as the caption's words. The train/validation split is drawn by the seed.
 
 ``file:<folder>`` under REGISTRY_DATA_ROOT holds ``captions.jsonl``: one ``{"image": <path
-inside the folder>, "caption": str}`` object a line. An image is a binary PPM (``P6``, maxval
-255 or less) or a ``.npy`` array (``[H, W, 3]`` or ``[3, H, W]``; uint8, or floats in [0, 1]);
-Pillow is not a dependency, so PNG and JPEG are refused. Each is resized to ``size`` square.
+inside the folder>, "caption": str}`` object a line. An image is an 8-bit PNG (read by
+``worker/pngread.py``: Pillow is not a dependency, so JPEG is refused), a binary PPM (``P6``,
+maxval 255 or less) or a ``.npy`` array (``[H, W, 3]`` or ``[3, H, W]``; uint8, or floats in
+[0, 1]). Each is resized to ``size`` square.
 Every file goes through ``worker.data``'s confinement to the data root. A wrong format fails
 with a :class:`DatasetError` whose message starts with ``data.dataset:``.
 """
@@ -29,9 +30,11 @@ import torch
 
 from registry.settings import DEFAULT_DATA_ROOT
 from worker.data import DatasetError, _read_inside
+from worker.pngread import decode_png
 
 BUILTIN = "builtin:shapes"
 CAPTIONS_FILE = "captions.jsonl"
+IMAGE_SUFFIXES = (".png", ".ppm", ".npy")
 COLOURS = {"red": 0, "green": 1, "blue": 2}  # the channel each colour lights
 SHAPES = ("circle", "square", "triangle")
 SIZES = {"small": 0.12, "big": 0.2}  # radius as a fraction of the side
@@ -189,8 +192,8 @@ def _row(line: str, where: str) -> tuple[str, str]:
     if not isinstance(row, dict) or set(row) != {"image", "caption"}:
         raise DatasetError(f'{where}: expected an object with exactly "image" and "caption"')
     image, text = row["image"], row["caption"]
-    if not isinstance(image, str) or not image.endswith((".ppm", ".npy")):
-        raise DatasetError(f'{where}: "image" must name a .ppm (P6) or .npy file in the folder')
+    if not isinstance(image, str) or not image.lower().endswith(IMAGE_SUFFIXES):
+        raise DatasetError(f'{where}: "image" must name a .png, .ppm (P6) or .npy file')
     if not isinstance(text, str) or not text.strip():
         raise DatasetError(f'{where}: "caption" must be a non-empty string')
     return image, text
@@ -199,7 +202,9 @@ def _row(line: str, where: str) -> tuple[str, str]:
 def _image(raw: bytes, rel: str, dataset: str, size: int) -> torch.Tensor:
     """One image file as ``[3, size, size]`` float32 in [0, 1]."""
     where = f"data.dataset: {dataset}: image {rel}"
-    pixels = parse_ppm(raw, where) if rel.endswith(".ppm") else _npy(raw, where)
+    suffix = rel.lower().rsplit(".", 1)[-1]
+    read = {"png": decode_png, "ppm": parse_ppm, "npy": _npy}[suffix]
+    pixels = read(raw, where)
     image = pixels[None].float()
     if image.shape[-2:] != (size, size):
         image = torch.nn.functional.interpolate(

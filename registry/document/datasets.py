@@ -60,7 +60,7 @@ FILE_FORMATS = {
     "classification": 'a JSONL file, one {"text": ..., "label": ...} object a line',
     "multimodal_matching": (
         'a folder holding captions.jsonl, one {"image": <path in the folder>, '
-        '"caption": ...} object a line; images as binary PPM (P6) or .npy arrays'
+        '"caption": ...} object a line; images as 8-bit PNG, binary PPM (P6) or .npy'
     ),
 }
 

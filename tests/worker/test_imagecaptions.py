@@ -139,7 +139,7 @@ def test_parse_ppm_reads_pixels_and_refuses_other_formats() -> None:
     ("captions", "files", "says"),
     [
         ('{"image": "a.ppm", "caption": "x"}\nnope', {}, "line 2 is not JSON"),
-        ('{"image": "a.png", "caption": "x"}\n' * 2, {}, ".ppm (P6) or .npy"),
+        ('{"image": "a.jpg", "caption": "x"}\n' * 2, {}, ".png, .ppm (P6) or .npy"),
         ('{"image": "a.ppm"}\n' * 2, {}, 'exactly "image" and "caption"'),
         ('{"image": "a.ppm", "caption": " "}\n' * 2, {}, '"caption" must be'),
         ('{"image": "a.ppm", "caption": "x"}\n', {}, "has 1 pair(s)"),
@@ -185,3 +185,23 @@ def test_a_folder_without_captions_and_other_schemes(tmp_path: Path) -> None:
         load_image_captions("file:empty", seed=0, data_root=tmp_path)
     with pytest.raises(DatasetError, match=r"^data\.dataset: 'builtin:pydoc' holds no image"):
         load_image_captions("builtin:pydoc", seed=0, data_root=tmp_path)
+
+
+def test_a_folder_of_png_images(tmp_path: Path) -> None:
+    matplotlib = pytest.importorskip("matplotlib")  # an independent PNG writer
+    matplotlib.use("Agg")
+    import matplotlib.image as mimage
+
+    (tmp_path / "set").mkdir()
+    rows = []
+    for name, channel in (("red", 0), ("green", 1), ("blue", 2)):
+        pixels = np.zeros((6, 6, 3), np.uint8)
+        pixels[..., channel] = 255
+        mimage.imsave(tmp_path / "set" / f"{name}.PNG", pixels)
+        rows.append({"image": f"{name}.PNG", "caption": f"all {name}"})
+    (tmp_path / "set" / "captions.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    train, val = load_image_captions("file:set", seed=0, size=6, data_root=tmp_path)
+    for pairs in (train, val):
+        for image, text in zip(_images(pairs), pairs.captions, strict=True):
+            channel = ["red", "green", "blue"].index(text.split()[1])
+            assert torch.equal(image[channel], torch.ones(6, 6)) and float(image.sum()) == 36
