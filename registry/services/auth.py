@@ -15,11 +15,12 @@ from registry.models import ROLES, Token
 from registry.services.websessions import end_sessions_of
 
 #: What each role may do, by capability.
+#: ``catalog`` (what the service offers: the built-in datasets) is every role's (CONTRACT 5.4).
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "admin": frozenset({"read", "write", "work", "admin"}),
-    "submitter": frozenset({"read", "write"}),
-    "viewer": frozenset({"read"}),
-    "worker": frozenset({"work"}),
+    "admin": frozenset({"catalog", "read", "write", "work", "admin"}),
+    "submitter": frozenset({"catalog", "read", "write"}),
+    "viewer": frozenset({"catalog", "read"}),
+    "worker": frozenset({"catalog", "work"}),
 }
 TOKEN_PREFIX = "cr_"
 

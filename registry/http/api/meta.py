@@ -73,7 +73,7 @@ def get_preset(name: str) -> Any:
 
 
 @bp.get("/datasets")
-@requires("read")
+@requires("catalog")
 def list_datasets() -> Any:
     """The built-in datasets and the tasks each serves (a ``file:`` dataset is not listed).
     ---
