@@ -126,9 +126,11 @@ def _dense_mlp_token(d: int, inner: int, width: int) -> int:
 def _moe_token(doc: dict[str, Any], width: int) -> int:
     """DeepSeek-V2 MoE (grouped_mm experts): router, routed slots, shared experts.
 
-    The routed experts run in float32 even under CPU autocast (grouped_mm is not autocast):
-    per routed slot the gathered input, gate_up output, act, product, expert output (d, 2m, m,
-    m, d floats), its routing weight and three int64 indices.
+    The routed experts run in the autocast dtype (the worker's experts implementation,
+    worker/moe.py, casts their input, weights and routing weights): per routed slot the
+    gathered input, gate_up output, act, product, expert output (d, 2m, m, m, d values), its
+    routing weight and three int64 indices. With a balance loss (``aux_loss_alpha`` set, 0
+    included) its float32 softmax of the router's logits, one row of experts per token.
     """
     d, moe = doc["model"]["model_dim"], arch.moe_settings(doc)
     experts, per_token = int(moe["n_routed_experts"]), int(moe["num_experts_per_tok"])
@@ -139,8 +141,15 @@ def _moe_token(doc: dict[str, Any], width: int) -> int:
     router = FP32 * experts + INDEX * per_token  # softmax scores, top-k indices
     if moe["topk_method"] == "group_limited_greedy":
         router += experts  # the boolean mask of the experts outside the chosen groups
-    slot = FP32 * (2 * d + 4 * inner + 1) + 3 * INDEX
+    if _balance_loss(doc):
+        router += FP32 * experts
+    slot = width * (2 * d + 4 * inner + 1) + 3 * INDEX
     return _inputs(width, readers) * d + router + per_token * slot + 4 * width * shared * inner
+
+
+def _balance_loss(doc: dict[str, Any]) -> bool:
+    """Whether the training loss adds DeepSeek-V2's balance loss (worker/moe.py)."""
+    return (doc["model"].get("moe") or {}).get("aux_loss_alpha") is not None
 
 
 def _is_moe_layer(doc: dict[str, Any], layer: int) -> bool:
@@ -159,8 +168,10 @@ def _layer_bytes(doc: dict[str, Any], layer: int, attention: str) -> int:
     else:
         attn = _mla_attention_token(doc, kernel, width)
     if _is_moe_layer(doc, layer):
+        # grouped_mm's int32 expert offsets; the balance loss's float32 shares f_i
         experts = int(arch.moe_settings(doc)["n_routed_experts"])
-        return tokens * (2 * _rms_norm_token(d) + attn + _moe_token(doc, width)) + 4 * experts
+        per_layer = FP32 * experts * (2 if _balance_loss(doc) else 1)
+        return tokens * (2 * _rms_norm_token(d) + attn + _moe_token(doc, width)) + per_layer
     mlp = _dense_mlp_token(d, arch.resolve_intermediate_size(doc), width)
     return tokens * (2 * _rms_norm_token(d) + attn + mlp)
 

@@ -36,6 +36,7 @@ GROUPED = {
 }
 Q_LORA = {"q_lora_rank": 32, "kv_lora_rank": 48, "qk_nope_head_dim": 16, "v_head_dim": 16}
 NO_SHARED = {"n_shared_experts": 0}
+BALANCED = {**MOE, "aux_loss_alpha": 0.003}  # DeepSeek-V2's balance loss in the training loss
 EQUAL_HEADS = {"qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 16}
 
 
@@ -54,7 +55,7 @@ def _doc(arch: str, shape: Any, precision: str, **model: Any) -> dict[str, Any]:
 
 def _fast_cases() -> list[tuple[str, dict[str, Any], str]]:
     """Both architectures (DeepSeek-V2: a dense then an MoE layer), both precisions, two shapes,
-    grouped-query attention and a mixture of experts set in the document."""
+    grouped-query attention, a mixture of experts set in the document and the balance loss."""
     cases = [
         (f"{arch}-{precision}-{name}", _doc(arch, shape, precision), "sdpa")
         for arch in ("llama", "deepseek_v2")
@@ -63,12 +64,14 @@ def _fast_cases() -> list[tuple[str, dict[str, Any], str]]:
     ]
     cases.append(("llama-gqa-bf16", _doc("llama", SMALL, "bf16", num_key_value_heads=2), "sdpa"))
     cases.append(("deepseek-moe-fp32", _doc("deepseek_v2", SMALL, "fp32", moe=MOE), "sdpa"))
+    cases.append(("deepseek-aux-bf16", _doc("deepseek_v2", SMALL, "bf16", moe=BALANCED), "sdpa"))
     return cases
 
 
 def _slow_cases() -> list[tuple[str, dict[str, Any], str]]:
     """Wider models, the other precision of the custom fields, eager attention, query
-    compression, grouped routing, equal latent head sizes, odd heads, tied embeddings, fp16."""
+    compression, grouped routing, equal latent head sizes, odd heads, tied embeddings, fp16,
+    a balance loss of weight 0 (still computed) on grouped routing."""
     odd = {"model_dim": 40, "num_attention_heads": 8, "num_hidden_layers": 2}, 1, 24
     tied = {"model_dim": 48, "num_attention_heads": 6, "num_hidden_layers": 2}, 3, 40
     cases = [
@@ -99,6 +102,11 @@ def _slow_cases() -> list[tuple[str, dict[str, Any], str]]:
         ),
         ("deepseek-fp16", _doc("deepseek_v2", SMALL, "fp16"), "sdpa"),
         ("deepseek-no-shared-bf16", _doc("deepseek_v2", SMALL, "bf16", moe=NO_SHARED), "sdpa"),
+        (
+            "deepseek-aux-zero-grouped-fp32",
+            _doc("deepseek_v2", WIDE, "fp32", moe={**GROUPED, "aux_loss_alpha": 0.0}),
+            "sdpa",
+        ),
     ]
     return cases
 
@@ -214,6 +222,9 @@ def test_the_resolved_architecture_fields_change_the_estimate() -> None:
     more = spec.normalize({"model": {"architecture": "deepseek_v2"}})
     more["model"]["moe"] = {"num_experts_per_tok": 4}
     assert activation_bytes(more, False) > activation_bytes(moe, False)
+    balanced = spec.normalize({"model": {"architecture": "deepseek_v2"}})
+    balanced["model"]["moe"] = {"aux_loss_alpha": 0.0}  # weight 0: still computed and saved
+    assert activation_bytes(balanced, False) > activation_bytes(moe, False)
 
 
 def test_an_unknown_attention_implementation_is_refused() -> None:

@@ -1,8 +1,10 @@
 """Activation bytes of one training micro-batch, measured with autograd's saved-tensor hooks.
 
 What is counted: every tensor autograd packs for the backward pass while the worker's training
-step runs (``model(input_ids=x, use_cache=False).logits`` under the worker's autocast, then
-``causal_lm_loss`` in float32, as ``worker.training._Stepper.step`` does), deduplicated by
+step runs (``worker.training._Stepper.loss`` itself: the forward pass under the worker's
+autocast with its routing hooks, ``causal_lm_loss`` in float32 and DeepSeek-V2's balance loss
+when the document sets one; the model is ``worker.model.build_model``'s, so its experts run in
+the autocast dtype and checkpointing is the non-reentrant kind), deduplicated by
 storage: a storage counts once, with its ``untyped_storage().nbytes()``, however many saved
 tensors view it. Not counted: storages of parameters and buffers, and weight copies (a saved
 tensor made from a parameter by casts and views only, such as autocast's bfloat16 copy of a
@@ -24,14 +26,15 @@ from __future__ import annotations
 import copy
 import weakref
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from registry.document import architecture
-from worker.evaluation import causal_lm_loss
 from worker.model import build_model
-from worker.training import autocast
+from worker.moe import RoutingMonitor
+from worker.training import TrainParams, _Stepper, autocast
 
 #: Backward nodes a weight copy is made of: casts and views of one tensor.
 _COPY_OR_VIEW = {
@@ -116,6 +119,20 @@ def _recorded(fn: Any, recorder: Recorder, *args: Any) -> Any:
         return fn(*args)
 
 
+def _step_loss(model: Any, doc: dict[str, Any], x: torch.Tensor, y: torch.Tensor) -> Any:
+    """The loss of one micro-batch as the worker's ``_Stepper.loss`` makes it (its own code,
+    run on a stand-in holding what it reads): the routing hooks (and balance loss when the
+    document sets ``aux_loss_alpha``) on DeepSeek-V2's routers, the forward pass under the
+    worker's autocast, the float32 language-model loss."""
+    p = TrainParams.from_doc(doc)
+    routing = RoutingMonitor(model, p.aux_loss_alpha)
+    stepper = SimpleNamespace(
+        routing=routing, amp=lambda: autocast("cpu", p.precision), forward=model
+    )
+    loss, _ = _Stepper.loss(stepper, x, y)  # type: ignore[arg-type]
+    return loss  # the hooks stay: a checkpointed backward's recomputation runs them again
+
+
 @dataclass(frozen=True)
 class Measured:
     """Bytes held for backward: at the end of the forward pass and at the peak."""
@@ -148,9 +165,7 @@ def measure(
     generator = torch.Generator().manual_seed(seed)
     x, y = (torch.randint(3, vocab, (batch, seq), generator=generator) for _ in range(2))
     with torch.autograd.graph.saved_tensors_hooks(recorder.pack, lambda t: t):
-        with autocast("cpu", doc["training"]["precision"]):
-            logits = model(input_ids=x, use_cache=False).logits
-        loss = causal_lm_loss(logits, y)
+        loss = _step_loss(model, doc, x, y)
         forward = recorder.live
         loss.backward()
     if checkpointing and recorder.recomputed == 0:
