@@ -44,16 +44,44 @@ def build_model(doc: Mapping[str, Any], vocab_size: int | None = None) -> Any:
     """
     from transformers import DeepseekV2ForCausalLM, LlamaForCausalLM
 
-    from worker.moe import use_autocast_experts
+    classes = {"deepseek_v2": DeepseekV2ForCausalLM, "llama": LlamaForCausalLM}
+    config = _checked_config(doc, vocab_size)
+    return _ready(classes[model_type(dict(doc))](config), doc)
 
+
+def build_classifier(doc: Mapping[str, Any], vocab_size: int | None, num_labels: int) -> Any:
+    """A freshly initialised sequence classifier (``task: classification``) for the document.
+
+    The same backbone as :func:`build_model` with transformers' ``...ForSequenceClassification``
+    head: lm_head is replaced by ``score`` (``num_labels x model_dim``, no bias), read at the
+    last token that is not ``pad_token_id`` (0) of each row.
+    """
+    from transformers import DeepseekV2ForSequenceClassification, LlamaForSequenceClassification
+
+    classes = {
+        "deepseek_v2": DeepseekV2ForSequenceClassification,
+        "llama": LlamaForSequenceClassification,
+    }
+    config = _checked_config(doc, vocab_size)
+    config.num_labels = num_labels
+    config.problem_type = "single_label_classification"
+    return _ready(classes[model_type(dict(doc))](config), doc)
+
+
+def _checked_config(doc: Mapping[str, Any], vocab_size: int | None) -> Any:
     config = build_config(doc)
     if vocab_size is not None and config.vocab_size < vocab_size:
         raise ValueError(
             f"model.vocab_size {config.vocab_size} is smaller than the tokenizer's "
             f"{vocab_size} tokens: set model.vocab_size >= {vocab_size} or null"
         )
-    classes = {"deepseek_v2": DeepseekV2ForCausalLM, "llama": LlamaForCausalLM}
-    model = classes[model_type(dict(doc))](config)
+    return config
+
+
+def _ready(model: Any, doc: Mapping[str, Any]) -> Any:
+    """Experts in the autocast dtype; non-reentrant gradient checkpointing if asked for."""
+    from worker.moe import use_autocast_experts
+
     use_autocast_experts(model)
     if doc["training"]["gradient_checkpointing"]:
         reentrant = {"use_reentrant": False}

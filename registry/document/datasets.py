@@ -20,6 +20,8 @@ class Dataset:
     name: str
     tasks: tuple[str, ...]
     description: str
+    #: Label count of a classification set (the estimate sizes the score head with it).
+    labels: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         """``{"name", "tasks", "description"}`` as ``GET /datasets`` answers it."""
@@ -44,6 +46,7 @@ BUILTINS: tuple[Dataset, ...] = (
         "Docstrings of the Python standard library's functions, classes and methods, each "
         "labelled by the area it comes from (asyncio, email, http, logging, unittest, xml); "
         "about 120 per label, split by training.seed.",
+        labels=6,
     ),
     Dataset(
         "builtin:shapes",

@@ -83,15 +83,36 @@ def _embedding(doc: dict[str, Any]) -> int:
     return arch.resolve_vocab_size(doc) * doc["model"]["model_dim"]
 
 
+def num_labels(doc: dict[str, Any]) -> int | None:
+    """The label count of a classification document's dataset: the built-in catalog's, or
+    None for a ``file:`` dataset (its labels are known only once the worker reads it)."""
+    from registry.document.datasets import builtin
+
+    found = builtin(doc["data"]["dataset"])
+    return found.labels if found is not None else None
+
+
+def _classifies(doc: dict[str, Any]) -> bool:
+    return doc.get("task") == "classification"
+
+
+def _head(doc: dict[str, Any]) -> int:
+    """lm_head (none when tied), or for classification the score head (labels x model_dim, no
+    bias; left out when the label count is unknown, see :func:`num_labels`)."""
+    if _classifies(doc):
+        return (num_labels(doc) or 0) * doc["model"]["model_dim"]
+    return 0 if arch.tied(doc) else _embedding(doc)
+
+
 def parameter_count(doc: dict[str, Any]) -> int:
     """Exactly ``sum(p.numel() for p in model.parameters())`` of the model built for doc.
 
     Embeddings, the decoder layers, the final RMSNorm and lm_head; a tied lm_head shares the
-    embedding matrix and is counted once, as ``model.parameters()`` yields it once.
+    embedding matrix and is counted once, as ``model.parameters()`` yields it once. A
+    classifier has the score head instead of lm_head (:func:`_head`).
     """
     layers = sum(_layer(doc, i) for i in range(doc["model"]["num_hidden_layers"]))
-    lm_head = 0 if arch.tied(doc) else _embedding(doc)
-    return _embedding(doc) + layers + doc["model"]["model_dim"] + lm_head
+    return _embedding(doc) + layers + doc["model"]["model_dim"] + _head(doc)
 
 
 def _moe_layers(doc: dict[str, Any]) -> int:
@@ -118,7 +139,8 @@ def compute_parameter_count(doc: dict[str, Any]) -> int:
     ``active_parameters`` minus the embedding matrix, unless tied (then it is lm_head's weight,
     which every token multiplies with). The papers' "activated parameters" count this way.
     """
-    return active_parameter_count(doc) - (0 if arch.tied(doc) else _embedding(doc))
+    lookup = _classifies(doc) or not arch.tied(doc)  # a classifier multiplies with no vocab
+    return active_parameter_count(doc) - (_embedding(doc) if lookup else 0)
 
 
 def attention_flops_per_token(doc: dict[str, Any]) -> int:

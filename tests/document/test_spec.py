@@ -379,7 +379,12 @@ RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("fp16_overflow", {"training": {"precision": "fp16"}}, "training.precision", "warning"),
     ("fp32_on_gpu", BIG, "training.precision", "warning"),
     ("memory_fits", BIG, "resources.gpu_memory_gb", "warning"),
-    ("task_as_trained", {"task": "classification"}, "task", "warning"),
+    (
+        "task_as_trained",
+        {"task": "multimodal_matching", "data": {"dataset": "builtin:shapes"}},
+        "task",
+        "warning",
+    ),
     (
         "dataset_serves_task",
         {"task": "classification", "data": {"dataset": "builtin:pydoc"}},
