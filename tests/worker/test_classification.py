@@ -29,6 +29,9 @@ def test_classifier_matches_the_estimate(architecture: str) -> None:
     assert model.score.weight.shape == (6, 32) and model.score.bias is None
     assert model.config.pad_token_id == 0 and not hasattr(model, "lm_head")
     assert sum(p.numel() for p in model.parameters()) == estimate(doc)["parameters"]
+    # a file's label count is unknown at validation: the estimate leaves the score head out
+    own = classification_doc(model={"architecture": architecture}, data={"dataset": "file:a.jsonl"})
+    assert estimate(own)["parameters"] == estimate(doc)["parameters"] - 6 * 32
 
 
 def test_classification_has_no_causal_lm_warning_and_matching_says_not_built() -> None:
