@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from tests.support.worker import splits_of, tiny_doc
 from worker.evaluation import sample
