@@ -36,9 +36,14 @@ N_CONFIGS = 40
 VERSIONS_PER_CONFIG = 8
 WORKER = "bench-worker"
 CODE_VERSIONS = [hashlib.sha1(f"commit{i}".encode()).hexdigest() for i in range(12)]
+#: A stand-in content hash per dataset the generated versions name (see DATASETS below).
 DATASET_SHA = {
     "builtin:pydoc": hashlib.sha256(b"pydoc").hexdigest(),
     "builtin:licenses": hashlib.sha256(b"licenses").hexdigest(),
+    **{
+        name: hashlib.sha256(name.encode()).hexdigest()
+        for name in ("builtin:stdlib-docs", "file:labels.jsonl", "builtin:shapes", "file:pairs")
+    },
 }
 
 
