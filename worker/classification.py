@@ -14,8 +14,7 @@ logs ``train_loss``, ``learning_rate`` and ``grad_norm`` per step. Every ``eval_
 and at the end the whole validation split is scored: ``val_loss``, ``val_accuracy``,
 ``val_macro_f1`` (the unweighted mean over labels of F1, a label never predicted nor present
 counting 0) and ``baseline_accuracy`` (always answering the train split's most frequent label,
-on the same validation split). No mid-run checkpoints: a retried classification run starts
-again from step 1.
+on the same validation split). The loop is :mod:`worker.taskloop`'s (no mid-run checkpoints).
 """
 
 from __future__ import annotations
@@ -29,18 +28,17 @@ import torch
 import torch.nn.functional as F
 
 from worker import textlabels
-from worker.reporting import WARMUP_STEPS, Clock, OnProgress, Reporter
+from worker.reporting import OnProgress
+from worker.taskloop import run_task_loop
 from worker.tokenizer import PAD_ID, Tokenizer, build_tokenizer
 from worker.tracking import Tracker
 from worker.training import (
     ShouldStop,
-    Stopped,
     TrainParams,
     autocast,
     build_optimizer,
     build_scheduler,
     optimizer_step,
-    peak_memory_mb,
 )
 
 
@@ -66,15 +64,20 @@ class Labelled:
     tokenizer: Tokenizer
 
 
-def encode(examples: list[textlabels.Example], tokenizer: Tokenizer, seq_len: int) -> Encoded:
+def encode_texts(texts: list[str], tokenizer: Tokenizer, seq_len: int) -> torch.Tensor:
     """Each text's first ``seq_len`` tokens, padded on the right; an empty encoding keeps one
     pad (the classifier then reads position 0)."""
-    ids = torch.full((len(examples), seq_len), PAD_ID, dtype=torch.int64)
-    for row, example in enumerate(examples):
-        tokens = tokenizer.encode(example.text)[:seq_len]
+    ids = torch.full((len(texts), seq_len), PAD_ID, dtype=torch.int64)
+    for row, text in enumerate(texts):
+        tokens = tokenizer.encode(text)[:seq_len]
         ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
+    return ids
+
+
+def encode(examples: list[textlabels.Example], tokenizer: Tokenizer, seq_len: int) -> Encoded:
+    """The examples' texts (:func:`encode_texts`) and label indices."""
     labels = torch.tensor([e.label for e in examples], dtype=torch.int64)
-    return Encoded(ids, labels)
+    return Encoded(encode_texts([e.text for e in examples], tokenizer, seq_len), labels)
 
 
 def load(doc: Mapping[str, Any], data_root: str | Path, vocab_size: int) -> Labelled:
@@ -174,30 +177,9 @@ def train_classifier(
     """Train for p.num_training_steps and return the final metrics (raises Stopped if asked)."""
     model.train()
     stepper = _Stepper(model, data, p, device)
-    reporter, clock = Reporter(p, tracker, on_progress), Clock()
+
+    def score() -> dict[str, float]:
+        return evaluate(model, stepper.validation, p.eval_batch_size, stepper.amp)
+
     baseline = {"baseline_accuracy": data.baseline_accuracy}
-    try:
-        for step in range(1, p.num_training_steps + 1):
-            if should_stop():
-                reporter.report(clock)
-                raise Stopped(f"stopped at step {step} of {p.num_training_steps}")
-            reporter.add(step, *stepper.step())
-            at_eval = step % p.eval_every_steps == 0 or step == p.num_training_steps
-            warmed = step == WARMUP_STEPS and step < p.num_training_steps
-            if at_eval or warmed or reporter.due():
-                reporter.report(clock)
-            if warmed:
-                clock.mark(step)
-            if at_eval:
-                clock.pause()
-                scored = evaluate(model, stepper.validation, p.eval_batch_size, stepper.amp)
-                tracker.log_metrics(step, scored | baseline)
-                reporter.last.update(scored | baseline)
-                clock.resume()
-    finally:
-        reporter.close()
-    clock.pause()
-    metrics = dict(reporter.last)
-    metrics["tokens_per_second"] = clock.tokens_per_second(p.num_training_steps, p.tokens_per_step)
-    metrics["peak_memory_mb"] = peak_memory_mb(device)
-    return metrics
+    return run_task_loop(stepper, score, baseline, p, device, tracker, should_stop, on_progress)

@@ -25,12 +25,12 @@ from typing import Any
 import torch
 
 from registry.settings import DEFAULT_DATA_ROOT
-from worker import checkpoint, classification, finetune, textlabels
+from worker import checkpoint, finetune, task_runs
 from worker import data as corpus
 from worker import provenance as prov
 from worker.evaluation import PROMPT_TOKENS, evaluate_loss, sample
 from worker.memory import Memory
-from worker.model import build_classifier, build_model, prepare_loaded
+from worker.model import build_model, prepare_loaded
 from worker.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 from worker.tracking import Tracker
 from worker.training import (
@@ -151,31 +151,30 @@ def _run(ctx: _Context) -> tuple[dict[str, float], dict[str, Any]]:
     ctx.tracker.log_artifact_text(dump(dict(ctx.doc), "yaml"), "config.yaml")
     ctx.tracker.log_artifact_text(json.dumps(provenance, indent=2), "provenance.json")
     ctx.check_stop()
-    kind = ctx.job["run"]["kind"]
-    classifies = kind == "train" and ctx.doc.get("task") == "classification"
-    metrics = (_train_classifier if classifies else RUNNERS[kind])(ctx)
+    metrics = _runner(ctx)(ctx)
     prov.note(provenance, ctx.device)  # as the run ran (training may have set TF32)
     ctx.tracker.log_artifact_text(json.dumps(provenance, indent=2), "provenance.json")
     return metrics, provenance
 
 
-def _dataset_sha256(ctx: _Context) -> str:
-    """Load a causal LM's corpus into ctx.raw; hash the task's dataset. Refuses what the worker
-    does not train yet, naming `task` (CONTRACT 5.4)."""
-    task, dataset = ctx.doc.get("task", "causal_lm"), ctx.doc["data"]["dataset"]
-    if task == "multimodal_matching":
-        raise NotImplementedError(
-            "task: multimodal_matching training is not built yet; the worker trains "
-            "causal_lm and classification"
-        )
+def _runner(ctx: _Context) -> Callable[[_Context], dict[str, float]]:
+    """The causal LM's runner for the kind, or the task's own train runner."""
+    task = ctx.doc.get("task", "causal_lm")
     if task == "classification":
-        if ctx.job["run"]["kind"] != "train" or finetune.parent_of(ctx.job) is not None:
-            raise NotImplementedError(
-                "task: classification runs train from random weights only; evaluate runs "
-                "and fine-tunes (from_run) of a classifier are not built yet"
-            )
-        return textlabels.dataset_hash(dataset, ctx.data_root)
-    ctx.raw = corpus.load_corpus(dataset, ctx.data_root)
+        return lambda c: task_runs.train_classifier(c, _save_checkpoint)
+    if task == "multimodal_matching":
+        return lambda c: task_runs.train_matcher(c, _save_checkpoint)
+    return RUNNERS[ctx.job["run"]["kind"]]
+
+
+def _dataset_sha256(ctx: _Context) -> str:
+    """Load a causal LM's corpus into ctx.raw; hash the task's dataset. Refuses, naming `task`,
+    what the worker does not run yet for the other tasks (CONTRACT 5.4)."""
+    task = ctx.doc.get("task", "causal_lm")
+    if task in task_runs.TASKS:
+        task_runs.refuse_unbuilt(ctx.job, task)
+        return task_runs.dataset_sha256(ctx.doc, ctx.data_root)
+    ctx.raw = corpus.load_corpus(ctx.doc["data"]["dataset"], ctx.data_root)
     return corpus.dataset_sha256(ctx.raw)
 
 
@@ -267,34 +266,6 @@ def _train(ctx: _Context) -> dict[str, float]:
     return metrics
 
 
-def _train_classifier(ctx: _Context) -> dict[str, float]:
-    """Labelled text -> classifier -> train and score (worker.classification) -> checkpoint.
-
-    No resume: a retried attempt trains again from step 1 (docs/worker.md)."""
-    from registry.document.architecture import resolve_vocab_size
-
-    ctx.provenance["resumed_from"] = None
-    data = classification.load(ctx.doc, ctx.data_root, resolve_vocab_size(dict(ctx.doc)))
-    ctx.provenance["labels"] = data.labels
-    ctx.check_stop()
-    torch.manual_seed(ctx.seed)  # the initial weights depend on the seed alone
-    model = build_classifier(ctx.doc, data.tokenizer.vocab_size, len(data.labels))
-    model = model.to(ctx.device)
-    prov.note(ctx.provenance, ctx.device, model)
-    params = TrainParams.from_doc(ctx.doc)
-    metrics = classification.train_classifier(
-        model, data, params, ctx.device, ctx.tracker, ctx.should_stop, ctx.on_progress
-    )
-    final = {k: metrics[k] for k in ("tokens_per_second", "peak_memory_mb")}
-    final |= ctx.memory.peaks()
-    ctx.log_final(params.num_training_steps, final)  # the loop logged the rest
-    metrics |= final
-    model.config.id2label = dict(enumerate(data.labels))
-    model.config.label2id = {name: i for i, name in enumerate(data.labels)}
-    _save_checkpoint(ctx, model, data.tokenizer, metrics)
-    return metrics
-
-
 def _checkpointer(ctx: _Context) -> checkpoint.Checkpointer:
     """Saves the training state as the config says; resumes an earlier attempt's."""
     return checkpoint.Checkpointer(
@@ -335,7 +306,13 @@ def _save_checkpoint(
     ctx.on_progress({"phase": "checkpoint"})
     folder = ctx.workdir / CHECKPOINT
     shutil.rmtree(folder, ignore_errors=True)
-    model.save_pretrained(folder)
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(folder)
+    else:  # a matching model: its parts' weights in one safetensors file
+        from safetensors.torch import save_model
+
+        folder.mkdir(parents=True)
+        save_model(model, str(folder / "model.safetensors"))
     tokenizer.save(folder)
     (folder / "registry_config.yaml").write_text(dump(dict(ctx.doc), "yaml"))
     identity = {"run": dict(ctx.job["run"]), "metrics": dict(metrics)}

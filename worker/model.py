@@ -45,8 +45,8 @@ def build_model(doc: Mapping[str, Any], vocab_size: int | None = None) -> Any:
     from transformers import DeepseekV2ForCausalLM, LlamaForCausalLM
 
     classes = {"deepseek_v2": DeepseekV2ForCausalLM, "llama": LlamaForCausalLM}
-    config = _checked_config(doc, vocab_size)
-    return _ready(classes[model_type(dict(doc))](config), doc)
+    config = checked_config(doc, vocab_size)
+    return ready(classes[model_type(dict(doc))](config), doc)
 
 
 def build_classifier(doc: Mapping[str, Any], vocab_size: int | None, num_labels: int) -> Any:
@@ -62,13 +62,13 @@ def build_classifier(doc: Mapping[str, Any], vocab_size: int | None, num_labels:
         "deepseek_v2": DeepseekV2ForSequenceClassification,
         "llama": LlamaForSequenceClassification,
     }
-    config = _checked_config(doc, vocab_size)
+    config = checked_config(doc, vocab_size)
     config.num_labels = num_labels
     config.problem_type = "single_label_classification"
-    return _ready(classes[model_type(dict(doc))](config), doc)
+    return ready(classes[model_type(dict(doc))](config), doc)
 
 
-def _checked_config(doc: Mapping[str, Any], vocab_size: int | None) -> Any:
+def checked_config(doc: Mapping[str, Any], vocab_size: int | None) -> Any:
     config = build_config(doc)
     if vocab_size is not None and config.vocab_size < vocab_size:
         raise ValueError(
@@ -78,7 +78,7 @@ def _checked_config(doc: Mapping[str, Any], vocab_size: int | None) -> Any:
     return config
 
 
-def _ready(model: Any, doc: Mapping[str, Any]) -> Any:
+def ready(model: Any, doc: Mapping[str, Any]) -> Any:
     """Experts in the autocast dtype; non-reentrant gradient checkpointing if asked for."""
     from worker.moe import use_autocast_experts
 

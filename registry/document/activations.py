@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from registry.document import architecture as arch
+from registry.document.activations_tasks import task_head_bytes, visual_bytes
 
 #: Bytes per activation value: autocast to bf16/fp16 halves what the matrix products save.
 ACTIVATION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -189,10 +190,14 @@ def _rope_bytes(doc: dict[str, Any]) -> int:
 
 
 def _head_bytes(doc: dict[str, Any]) -> int:
-    """Token ids, the final norm, lm_head's input, the float32 log-softmax, targets and loss."""
+    """Token ids, the final norm, lm_head's input, the float32 log-softmax, targets and loss.
+
+    A classifier or matching model has no lm_head: its head is :mod:`activations_tasks`'."""
     d, width = doc["model"]["model_dim"], ACTIVATION_BYTES[doc["training"]["precision"]]
-    vocab = arch.resolve_vocab_size(doc)
-    per_token = INDEX + _rms_norm_token(d) + _inputs(width, 1) * d + FP32 * vocab + INDEX
+    per_token = INDEX + _rms_norm_token(d) + _inputs(width, 1) * d
+    if doc.get("task", "causal_lm") != "causal_lm":
+        return _tokens(doc) * per_token + FP32 + task_head_bytes(doc)
+    per_token += FP32 * arch.resolve_vocab_size(doc) + INDEX
     return _tokens(doc) * per_token + FP32
 
 
@@ -205,10 +210,11 @@ def activation_bytes(doc: dict[str, Any], checkpointing: bool, attention: str = 
     the inputs of layers 0..i and all of layer i).
     """
     layers = [_layer_bytes(doc, i, attention) for i in range(doc["model"]["num_hidden_layers"])]
+    towers = visual_bytes(doc, checkpointing)  # a matching model's ViT; 0 for the others
     if not checkpointing:
-        return _head_bytes(doc) + _rope_bytes(doc) + sum(layers)
+        return _head_bytes(doc) + _rope_bytes(doc) + sum(layers) + towers
     layer_input = _tokens(doc) * FP32 * doc["model"]["model_dim"]
     forward_end = _head_bytes(doc) + len(layers) * layer_input
     recompute = max((i * layer_input + b for i, b in enumerate(layers)), default=0)
     backward = _tokens(doc) * 2 * INDEX + _rope_bytes(doc) + recompute  # + ids, targets
-    return max(forward_end, backward)
+    return max(forward_end, backward) + towers

@@ -194,17 +194,6 @@ def _memory_remedies(doc: dict[str, Any], est: dict[str, Any]) -> list[str]:
     return remedies
 
 
-@rule("task")
-def task_as_trained(doc: dict[str, Any]) -> Iterator[Issue]:
-    """Say plainly which tasks the worker cannot train yet: multimodal_matching."""
-    if doc["task"] == "multimodal_matching":
-        yield warning(
-            "task",
-            "multimodal_matching training is not built yet: the worker fails such a run "
-            "with that message; causal_lm and classification train for real",
-        )
-
-
 #: The guide's recommendations, in the order they run.
 ADVICE: tuple[Rule, ...] = (
     heads_recommended,
@@ -216,5 +205,4 @@ ADVICE: tuple[Rule, ...] = (
     fp16_overflow,
     fp32_on_gpu,
     memory_fits,
-    task_as_trained,
 )

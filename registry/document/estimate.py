@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from registry.document import architecture as arch
+from registry.document import visual
 from registry.document.activations import activation_bytes
 
 GIB = 1024**3
@@ -96,11 +97,19 @@ def _classifies(doc: dict[str, Any]) -> bool:
     return doc.get("task") == "classification"
 
 
+def _text_only(doc: dict[str, Any]) -> bool:
+    """The model reads text into labels or features: no vocabulary-sized output layer."""
+    return _classifies(doc) or visual.matches(doc)
+
+
 def _head(doc: dict[str, Any]) -> int:
-    """lm_head (none when tied), or for classification the score head (labels x model_dim, no
-    bias; left out when the label count is unknown, see :func:`num_labels`)."""
+    """lm_head (none when tied); for classification the score head (labels x model_dim, no
+    bias; left out when the label count is unknown, see :func:`num_labels`); for matching the
+    text projection, the matching head and the visual encoder (:mod:`registry.document.visual`)."""
     if _classifies(doc):
         return (num_labels(doc) or 0) * doc["model"]["model_dim"]
+    if visual.matches(doc):
+        return visual.fusion_parameters(doc) + visual.visual_parameters(doc)
     return 0 if arch.tied(doc) else _embedding(doc)
 
 
@@ -109,7 +118,8 @@ def parameter_count(doc: dict[str, Any]) -> int:
 
     Embeddings, the decoder layers, the final RMSNorm and lm_head; a tied lm_head shares the
     embedding matrix and is counted once, as ``model.parameters()`` yields it once. A
-    classifier has the score head instead of lm_head (:func:`_head`).
+    classifier has the score head instead of lm_head, a matching model its visual encoder and
+    fusion (:func:`_head`).
     """
     layers = sum(_layer(doc, i) for i in range(doc["model"]["num_hidden_layers"]))
     return _embedding(doc) + layers + doc["model"]["model_dim"] + _head(doc)
@@ -139,7 +149,7 @@ def compute_parameter_count(doc: dict[str, Any]) -> int:
     ``active_parameters`` minus the embedding matrix, unless tied (then it is lm_head's weight,
     which every token multiplies with). The papers' "activated parameters" count this way.
     """
-    lookup = _classifies(doc) or not arch.tied(doc)  # a classifier multiplies with no vocab
+    lookup = _text_only(doc) or not arch.tied(doc)  # these multiply with no vocab matrix
     return active_parameter_count(doc) - (_embedding(doc) if lookup else 0)
 
 

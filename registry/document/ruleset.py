@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.document import advice, rules, rules_architecture, rules_data
+from registry.document import advice, rules, rules_architecture, rules_data, rules_visual
 from registry.document.issues import Issue, Rule
 
 #: The explicit list of rules: nothing registers itself by being imported.
@@ -12,6 +12,7 @@ RULES: tuple[Rule, ...] = (
     *rules.CHECKS,
     *rules_architecture.CHECKS,
     *rules_data.CHECKS,
+    *rules_visual.CHECKS,
     *advice.ADVICE,
     *rules_architecture.ADVICE,
 )

@@ -22,6 +22,8 @@ from registry.document.parse import parse_document
 from registry.document.rules import describe, type_error_message
 from registry.document.ruleset import run_rules
 from registry.document.spec_model import LATER_MODEL_FIELDS, NESTED, ModelSection, drop_unset
+from registry.document.spec_multimodal import LATER_MULTIMODAL_FIELDS, MultimodalSection
+from registry.document.spec_multimodal import drop_unset as drop_unset_multimodal
 from registry.document.spec_types import ADDED_DECEMBER_2026, Bool, Float, Int, Str
 from registry.document.spec_types import Section as _Section
 from registry.document.spec_types import spec_field as _f
@@ -51,6 +53,7 @@ LATER_FIELDS: tuple[str, ...] = (
     "training.tf32",
     "training.compile",
     *LATER_MODEL_FIELDS,
+    *LATER_MULTIMODAL_FIELDS,
 )
 #: What a null training.checkpoint_every_steps means (kept cheap for small runs).
 DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
@@ -185,25 +188,6 @@ class GenerationSection(_Section):
     )
 
 
-class MultimodalSection(_Section):
-    """How visual and text features are weighted in multimodal fusion."""
-
-    visual_encoder_weight: Float = _f(
-        0.0,
-        "Share of the visual features in the fusion.",
-        "0.6-0.8 for image-text matching; 0 for text-only tasks",
-        minimum=0,
-        maximum=1,
-    )
-    text_encoder_weight: Float = _f(
-        1.0,
-        "Share of the text features in the fusion.",
-        "1 - visual_encoder_weight",
-        minimum=0,
-        maximum=1,
-    )
-
-
 class DataSection(_Section):
     """The corpus and its tokenisation."""
 
@@ -335,6 +319,7 @@ def _without_unset_later_fields(doc: dict[str, Any]) -> dict[str, Any]:
     if training.get("compile", True) in (None, False):  # null and false both mean "eager"
         del training["compile"]
     doc["model"] = drop_unset(doc["model"])
+    doc["multimodal"] = drop_unset_multimodal(doc["multimodal"])
     return doc
 
 

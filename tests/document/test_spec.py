@@ -380,9 +380,33 @@ RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("fp32_on_gpu", BIG, "training.precision", "warning"),
     ("memory_fits", BIG, "resources.gpu_memory_gb", "warning"),
     (
-        "task_as_trained",
-        {"task": "multimodal_matching", "data": {"dataset": "builtin:shapes"}},
-        "task",
+        "visual_encoder_shape",
+        {
+            "task": "multimodal_matching",
+            "multimodal": {
+                "visual_encoder_weight": 0.7,
+                "text_encoder_weight": 0.3,
+                "patch_size": 5,
+            },
+            "data": {"dataset": "builtin:shapes"},
+        },
+        "multimodal.patch_size",
+        "error",
+    ),
+    (
+        "visual_fields_unused",
+        {"multimodal": {"image_size": 64}},
+        "multimodal.image_size",
+        "warning",
+    ),
+    (
+        "matching_at_chance",
+        {
+            "task": "multimodal_matching",
+            "multimodal": {"visual_encoder_weight": 0.7, "text_encoder_weight": 0.0},
+            "data": {"dataset": "builtin:shapes"},
+        },
+        "multimodal.text_encoder_weight",
         "warning",
     ),
     (

@@ -34,11 +34,14 @@ def test_classifier_matches_the_estimate(architecture: str) -> None:
     assert estimate(own)["parameters"] == estimate(doc)["parameters"] - 6 * 32
 
 
-def test_classification_has_no_causal_lm_warning_and_matching_says_not_built() -> None:
+def test_no_task_trains_as_a_causal_lm_any_more_so_no_warning_says_so() -> None:
     assert "task" not in {i.field for i in validate(classification_doc()).warnings}
-    raw = {"task": "multimodal_matching", "data": {"dataset": "builtin:shapes"}}
-    (warning,) = [i for i in validate(raw).warnings if i.field == "task"]
-    assert "multimodal_matching training is not built yet" in warning.message
+    raw = {
+        "task": "multimodal_matching",
+        "data": {"dataset": "builtin:shapes"},
+        "multimodal": {"visual_encoder_weight": 0.7, "text_encoder_weight": 0.3},
+    }
+    assert "task" not in {i.field for i in validate(raw).warnings}
 
 
 def test_macro_f1_counts_every_label() -> None:
@@ -69,10 +72,3 @@ def test_classifier_trains_through_execute_and_beats_the_majority(
     logged = client.get_run(result.mlflow_run_id).data.metrics
     assert logged["val_accuracy"] == pytest.approx(m["val_accuracy"])
     assert logged["baseline_accuracy"] == pytest.approx(m["baseline_accuracy"])
-
-
-def test_multimodal_matching_fails_naming_task(tracker_factory, tmp_path: Path) -> None:
-    doc = classification_doc()
-    doc["task"], doc["data"]["dataset"] = "multimodal_matching", "builtin:shapes"
-    with pytest.raises(NotImplementedError, match="task: multimodal_matching training is not"):
-        execute(make_job(doc), tracker_factory(), "cpu", lambda: False, print, tmp_path)

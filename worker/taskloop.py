@@ -1,0 +1,64 @@
+"""The training loop of the tasks that are not causal language modelling (classification and
+image-caption matching): a stepper's optimiser steps, reports and periodic scoring.
+
+The stepper owns the model, data, optimiser and schedule (:class:`TaskStepper`); ``score``
+measures the whole validation split. Every ``eval_every_steps`` and at the end the scores are
+logged together with the task's ``baseline`` metrics (measured once, before training). No
+mid-run checkpoints: a retried attempt trains again from step 1 (docs/worker.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import torch
+
+from worker.reporting import WARMUP_STEPS, Clock, OnProgress, Reporter
+from worker.tracking import Tracker
+from worker.training import ShouldStop, Stopped, TrainParams, peak_memory_mb
+
+
+class TaskStepper(Protocol):
+    def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One optimiser step: (learning rate used, mean loss, pre-clip gradient norm)."""
+        ...
+
+
+def run_task_loop(
+    stepper: TaskStepper,
+    score: Callable[[], dict[str, float]],
+    baseline: Mapping[str, float],
+    p: TrainParams,
+    device: str,
+    tracker: Tracker,
+    should_stop: ShouldStop = lambda: False,
+    on_progress: OnProgress | None = None,
+) -> dict[str, float]:
+    """Train for p.num_training_steps and return the final metrics (raises Stopped if asked)."""
+    reporter, clock = Reporter(p, tracker, on_progress), Clock()
+    try:
+        for step in range(1, p.num_training_steps + 1):
+            if should_stop():
+                reporter.report(clock)
+                raise Stopped(f"stopped at step {step} of {p.num_training_steps}")
+            reporter.add(step, *stepper.step())
+            at_eval = step % p.eval_every_steps == 0 or step == p.num_training_steps
+            warmed = step == WARMUP_STEPS and step < p.num_training_steps
+            if at_eval or warmed or reporter.due():
+                reporter.report(clock)
+            if warmed:
+                clock.mark(step)
+            if at_eval:
+                clock.pause()
+                scored = score() | dict(baseline)
+                tracker.log_metrics(step, scored)
+                reporter.last.update(scored)
+                clock.resume()
+    finally:
+        reporter.close()
+    clock.pause()
+    metrics = dict(reporter.last)
+    metrics["tokens_per_second"] = clock.tokens_per_second(p.num_training_steps, p.tokens_per_step)
+    metrics["peak_memory_mb"] = peak_memory_mb(device)
+    return metrics
