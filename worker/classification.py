@@ -80,14 +80,21 @@ def encode(examples: list[textlabels.Example], tokenizer: Tokenizer, seq_len: in
     return Encoded(encode_texts([e.text for e in examples], tokenizer, seq_len), labels)
 
 
-def load(doc: Mapping[str, Any], data_root: str | Path, vocab_size: int) -> Labelled:
-    """Load, split, build the tokenizer on the train texts and encode both splits."""
+def load(
+    doc: Mapping[str, Any],
+    data_root: str | Path,
+    vocab_size: int,
+    tokenizer: Tokenizer | None = None,
+) -> Labelled:
+    """Load, split, build the tokenizer on the train texts (unless given: a fine-tune or an
+    evaluate run reads with its weights' own) and encode both splits."""
     d = doc["data"]
     train, val, labels = textlabels.load_labelled_text(
         d["dataset"], int(doc["training"]["seed"]), float(d["validation_fraction"]), data_root
     )
-    text = "\n".join(e.text for e in train).encode("utf-8")
-    tokenizer = build_tokenizer(d["tokenizer"], text, vocab_size)
+    if tokenizer is None:
+        text = "\n".join(e.text for e in train).encode("utf-8")
+        tokenizer = build_tokenizer(d["tokenizer"], text, vocab_size)
     seq_len = int(d["seq_len"])
     return Labelled(
         encode(train, tokenizer, seq_len),

@@ -159,20 +159,21 @@ def _run(ctx: _Context) -> tuple[dict[str, float], dict[str, Any]]:
 
 def _runner(ctx: _Context) -> Callable[[_Context], dict[str, float]]:
     """The causal LM's runner for the kind, or the task's own train runner."""
-    task = ctx.doc.get("task", "causal_lm")
+    task, kind = ctx.doc.get("task", "causal_lm"), ctx.job["run"]["kind"]
     if task == "classification":
+        if kind == "evaluate":
+            return task_runs.evaluate_classifier
         return lambda c: task_runs.train_classifier(c, _save_checkpoint)
     if task == "multimodal_matching":
+        if kind == "evaluate":
+            return task_runs.evaluate_matcher
         return lambda c: task_runs.train_matcher(c, _save_checkpoint)
-    return RUNNERS[ctx.job["run"]["kind"]]
+    return RUNNERS[kind]
 
 
 def _dataset_sha256(ctx: _Context) -> str:
-    """Load a causal LM's corpus into ctx.raw; hash the task's dataset. Refuses, naming `task`,
-    what the worker does not run yet for the other tasks (CONTRACT 5.4)."""
-    task = ctx.doc.get("task", "causal_lm")
-    if task in task_runs.TASKS:
-        task_runs.refuse_unbuilt(ctx.job, task)
+    """Load a causal LM's corpus into ctx.raw; hash the task's dataset (CONTRACT 5.4)."""
+    if ctx.doc.get("task", "causal_lm") in task_runs.TASKS:
         return task_runs.dataset_sha256(ctx.doc, ctx.data_root)
     ctx.raw = corpus.load_corpus(ctx.doc["data"]["dataset"], ctx.data_root)
     return corpus.dataset_sha256(ctx.raw)

@@ -80,9 +80,14 @@ class Pairs:
     tokenizer: Tokenizer
 
 
-def load(doc: Mapping[str, Any], data_root: str | Path, vocab_size: int) -> Pairs:
+def load(
+    doc: Mapping[str, Any],
+    data_root: str | Path,
+    vocab_size: int,
+    tokenizer: Tokenizer | None = None,
+) -> Pairs:
     """Load and split the pairs (images only if a visual encoder reads them), build the
-    tokenizer on the train captions and encode both splits."""
+    tokenizer on the train captions (unless given) and encode both splits."""
     plain, d = dict(doc), doc["data"]
     train, val = imagecaptions.load_image_captions(
         d["dataset"],
@@ -92,8 +97,8 @@ def load(doc: Mapping[str, Any], data_root: str | Path, vocab_size: int) -> Pair
         data_root,
         with_images=has_visual_encoder(plain),
     )
-    text = "\n".join(train.captions).encode("utf-8")
-    tokenizer = build_tokenizer(d["tokenizer"], text, vocab_size)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(d["tokenizer"], "\n".join(train.captions).encode(), vocab_size)
     names = {c: i for i, c in enumerate(dict.fromkeys(train.captions + val.captions))}
     seq_len = int(d["seq_len"])
 

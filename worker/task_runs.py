@@ -1,9 +1,10 @@
-"""The train runners of ``task: classification`` and ``task: multimodal_matching``.
+"""The runners of ``task: classification`` and ``task: multimodal_matching``.
 
-Each loads its task's data, builds the model with the seed alone deciding the initial weights,
-trains it with :mod:`worker.taskloop` and stores a checkpoint. Neither resumes a crashed
-attempt mid-run (a retried attempt trains again from step 1), and neither is fine-tuned or
-evaluated from a run yet: :func:`refuse_unbuilt` says so, naming ``task``, before any data load.
+A train run loads its task's data, builds the model with the seed alone deciding the initial
+weights (a fine-tune then copies from_run's weights in, :mod:`worker.task_weights`), trains it
+with :mod:`worker.taskloop` and stores a checkpoint. An evaluate run scores from_run's weights
+on this version's validation split (a matching model with this version's fusion weights).
+Neither task resumes a crashed attempt mid-run: a retried attempt trains again from step 1.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import torch
 
 from registry.document.architecture import resolve_vocab_size
 from registry.document.visual import has_visual_encoder, visual_sizes
-from worker import classification, finetune, imagecaptions, matching, textlabels
+from worker import classification, imagecaptions, matching, task_weights, textlabels
 from worker import provenance as prov
+from worker.finetune import Parent
 from worker.memory import Memory
-from worker.model import build_classifier
-from worker.tokenizer import Tokenizer
+from worker.model import build_classifier, prepare_loaded
+from worker.tokenizer import Tokenizer, load_tokenizer
 from worker.tracking import Tracker
-from worker.training import OnProgress, ShouldStop, TrainParams
+from worker.training import OnProgress, ShouldStop, TrainParams, autocast
 
 
 class _Context(Protocol):
@@ -33,8 +35,10 @@ class _Context(Protocol):
     tracker: Tracker
     device: str
     data_root: Path
+    workdir: Path
     provenance: dict[str, Any]
     memory: Memory
+    parent: Parent | None
 
     @property
     def should_stop(self) -> ShouldStop: ...
@@ -51,15 +55,6 @@ SaveCheckpoint = Callable[[Any, Any, Tokenizer, Mapping[str, float]], None]
 TASKS = ("classification", "multimodal_matching")
 
 
-def refuse_unbuilt(job: Mapping[str, Any], task: str) -> None:
-    """Evaluate runs and fine-tunes (from_run) of these tasks are not built: fail clearly."""
-    if job["run"]["kind"] != "train" or finetune.parent_of(job) is not None:
-        raise NotImplementedError(
-            f"task: {task} runs train from random weights only; evaluate runs and "
-            f"fine-tunes (from_run) of a {task} model are not built yet"
-        )
-
-
 def dataset_sha256(doc: Mapping[str, Any], data_root: Path) -> str:
     """The hash of what the run reads: a matching run without a visual encoder reads no image."""
     plain, dataset = dict(doc), doc["data"]["dataset"]
@@ -72,11 +67,17 @@ def dataset_sha256(doc: Mapping[str, Any], data_root: Path) -> str:
 def train_classifier(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     """Labelled text -> classifier -> train and score (worker.classification) -> checkpoint."""
     ctx.provenance["resumed_from"] = None
-    data = classification.load(ctx.doc, ctx.data_root, resolve_vocab_size(dict(ctx.doc)))
+    parent = ctx.parent
+    tokenizer = parent.tokenizer if parent is not None else None  # a fine-tune reads as its parent
+    data = classification.load(ctx.doc, ctx.data_root, _vocab(ctx), tokenizer)
     ctx.provenance["labels"] = data.labels
     ctx.check_stop()
     torch.manual_seed(ctx.seed)  # the initial weights depend on the seed alone
     model = build_classifier(ctx.doc, data.tokenizer.vocab_size, len(data.labels))
+    if parent is not None:
+        dataset = ctx.doc["data"]["dataset"]
+        task = task_weights.load_classifier_weights(model, parent.folder, data.labels, dataset)
+        ctx.provenance["from_task"] = task
     model = model.to(ctx.device)
     prov.note(ctx.provenance, ctx.device, model)
     params = TrainParams.from_doc(ctx.doc)
@@ -95,11 +96,16 @@ def train_matcher(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     from worker.matching_model import build_matcher
 
     ctx.provenance["resumed_from"] = None
-    data = matching.load(ctx.doc, ctx.data_root, resolve_vocab_size(dict(ctx.doc)))
+    parent = ctx.parent
+    tokenizer = parent.tokenizer if parent is not None else None
+    data = matching.load(ctx.doc, ctx.data_root, _vocab(ctx), tokenizer)
     ctx.provenance["visual_encoder"] = has_visual_encoder(dict(ctx.doc))
     ctx.check_stop()
     torch.manual_seed(ctx.seed)  # the initial weights depend on the seed alone
-    model = build_matcher(ctx.doc, data.tokenizer.vocab_size).to(ctx.device)
+    model = build_matcher(ctx.doc, data.tokenizer.vocab_size)
+    if parent is not None:
+        ctx.provenance["from_task"] = task_weights.load_matcher_weights(model, parent.folder)
+    model = model.to(ctx.device)
     prov.note(ctx.provenance, ctx.device, model.text)
     params = TrainParams.from_doc(ctx.doc)
     metrics = matching.train_matcher(
@@ -107,6 +113,78 @@ def train_matcher(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     )
     metrics = _finish(ctx, params, metrics)
     save(ctx, model, data.tokenizer, metrics)
+    return metrics
+
+
+def evaluate_classifier(ctx: _Context) -> dict[str, float]:
+    """from_run's classifier scored on this version's validation split."""
+    from transformers import AutoModelForSequenceClassification
+
+    folder = _download(ctx)
+    tokenizer = load_tokenizer(folder)
+    loaded: Any = AutoModelForSequenceClassification.from_pretrained(
+        str(folder), local_files_only=True
+    )
+    model = prepare_loaded(loaded, ctx.doc, ctx.device)
+    data = classification.load(ctx.doc, ctx.data_root, _vocab(ctx), tokenizer)
+    saved = task_weights.label_names(model)
+    task_weights.check_labels(saved, data.labels, ctx.doc["data"]["dataset"])
+    ctx.provenance["labels"] = data.labels
+    prov.note(ctx.provenance, ctx.device, model)
+    ctx.on_progress({"phase": "evaluating"})
+    amp = lambda: autocast(ctx.device, ctx.doc["training"]["precision"])  # noqa: E731
+    scored = classification.evaluate(model, data.validation.to(ctx.device), _batch(ctx), amp)
+    return _final(ctx, scored | {"baseline_accuracy": data.baseline_accuracy})
+
+
+def evaluate_matcher(ctx: _Context) -> dict[str, float]:
+    """from_run's matching model, with this version's fusion weights, on its validation split."""
+    from safetensors.torch import load_model
+
+    from worker.matching_model import build_matcher
+
+    folder = _download(ctx)
+    tokenizer = load_tokenizer(folder)
+    trained = task_weights.trained_document(folder)
+    trained["multimodal"] |= {
+        k: ctx.doc["multimodal"][k] for k in ("visual_encoder_weight", "text_encoder_weight")
+    }
+    model = build_matcher(trained, tokenizer.vocab_size)
+    load_model(model, str(folder / task_weights.MATCHER_FILE), strict=True)
+    model = model.to(ctx.device)
+    data = matching.load(ctx.doc, ctx.data_root, _vocab(ctx), tokenizer)
+    ctx.provenance["visual_encoder"] = model.visual is not None
+    prov.note(ctx.provenance, ctx.device, model.text)
+    ctx.on_progress({"phase": "evaluating"})
+    amp = lambda: autocast(ctx.device, ctx.doc["training"]["precision"])  # noqa: E731
+    validation = data.validation.to(ctx.device)
+    scored = matching.evaluate(model, validation, _batch(ctx), amp, ctx.seed)
+    scored |= {"baseline_retrieval_at_1": matching.chance_at_1(validation.groups)}
+    return _final(ctx, scored | {"baseline_accuracy": 0.5})
+
+
+def _vocab(ctx: _Context) -> int:
+    return resolve_vocab_size(dict(ctx.doc))
+
+
+def _batch(ctx: _Context) -> int:
+    return int(ctx.doc["generation"]["per_device_eval_batch_size"])
+
+
+def _download(ctx: _Context) -> Path:
+    """from_run's checkpoint, downloaded under the run's work directory."""
+    from_run = ctx.job.get("from_run") or {}
+    if not from_run.get("mlflow_run_id"):
+        raise ValueError("an evaluate run needs from_run with an mlflow_run_id to load")
+    ctx.on_progress({"phase": "loading", "from_run": from_run.get("id")})
+    ctx.memory.start_phase()
+    return ctx.tracker.load_checkpoint(str(from_run["mlflow_run_id"]), ctx.workdir / "from_run")
+
+
+def _final(ctx: _Context, metrics: dict[str, float]) -> dict[str, float]:
+    metrics["peak_memory_mb"] = ctx.memory.peak_mb()
+    metrics |= ctx.memory.peaks("eval_")
+    ctx.log_final(0, metrics)
     return metrics
 
 

@@ -24,9 +24,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from registry.db import is_postgres
-from registry.errors import BadRequest, Forbidden, TooManyRequests
+from registry.errors import BadRequest, Forbidden, InvalidInput, TooManyRequests
 from registry.models import ACTIVE_STATUSES, RUN_KINDS, Run
-from registry.services.finetune import check_finetune
+from registry.services.finetune import check_finetune, task_differences
 from registry.settings import Settings
 
 #: The API's bounds on ``priority`` (any role).
@@ -84,12 +84,12 @@ def check_request(
     if not queue or len(queue) > 100:
         raise BadRequest("queue must be 1-100 characters", field="queue")
     if kind == "evaluate":
-        _check_evaluable(session, from_run)
+        _check_evaluable(session, from_run, document or {})
     elif from_run is not None:
         check_finetune(session, document or {}, from_run)
 
 
-def _check_evaluable(session: Session, from_run: int | None) -> None:
+def _check_evaluable(session: Session, from_run: int | None, document: Mapping[str, Any]) -> None:
     if from_run is None:
         raise BadRequest("kind 'evaluate' needs from_run: a succeeded train run", field="from_run")
     source = session.get(Run, from_run)
@@ -101,6 +101,11 @@ def _check_evaluable(session: Session, from_run: int | None) -> None:
             "evaluate needs a succeeded train run",
             field="from_run",
         )
+    task = document.get("task", "causal_lm")
+    errors = task_differences(source.version.document, document, (task,)) if document else []
+    if errors:
+        what = f"from_run {from_run} cannot be evaluated as this config"
+        raise InvalidInput(errors, f"{what}: {errors[0]['message']}")
 
 
 def admit(session: Session, quota: Quota, priority: int, now: dt.datetime) -> None:

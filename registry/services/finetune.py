@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from registry.document.architecture import model_type, transformers_config_kwargs
+from registry.document.visual import has_visual_encoder, visual_sizes
 from registry.errors import BadRequest, InvalidInput
 from registry.models import Run
 
@@ -80,8 +81,55 @@ def check_finetune(session: Session, document: Mapping[str, Any], from_run: int)
         )
 
 
+#: The document field behind each ViT size (its MLP width follows the hidden size).
+VIT_FIELDS = {
+    "hidden_size": "visual_hidden_size",
+    "num_hidden_layers": "visual_num_hidden_layers",
+    "num_attention_heads": "visual_num_attention_heads",
+    "image_size": "image_size",
+    "patch_size": "patch_size",
+}
+#: What each task may be fine-tuned from: its own task, or a causal LM's trained backbone.
+STARTS_FROM = {
+    "causal_lm": ("causal_lm",),
+    "classification": ("classification", "causal_lm"),
+    "multimodal_matching": ("multimodal_matching", "causal_lm"),
+}
+
+
+def task_differences(
+    parent: Mapping[str, Any], child: Mapping[str, Any], allowed: tuple[str, ...]
+) -> list[dict[str, str]]:
+    """``task`` (and a matching model's visual encoder) errors of reading parent's weights."""
+    mine, theirs = child.get("task", "causal_lm"), parent.get("task", "causal_lm")
+    if theirs not in allowed:
+        message = f"task is {mine}; from_run is a {theirs} run (needs {' or '.join(allowed)})"
+        return [{"field": "task", "message": message}]
+    if mine != "multimodal_matching" or theirs != mine:
+        return []
+    seeing, saw = has_visual_encoder(dict(child)), has_visual_encoder(dict(parent))
+    if seeing != saw:
+        weight = child["multimodal"]["visual_encoder_weight"]
+        message = (
+            f"{weight} builds {'a' if seeing else 'no'} visual encoder; from_run's model has "
+            f"{'none' if seeing else 'one'}"
+        )
+        return [{"field": "multimodal.visual_encoder_weight", "message": message}]
+    ours, parents = visual_sizes(dict(child)), visual_sizes(dict(parent))
+    return [
+        {"field": f"multimodal.{VIT_FIELDS[key]}", "message": f"{ours[key]}; from_run has {value}"}
+        for key, value in parents.items()
+        if seeing and ours[key] != value and key in VIT_FIELDS
+    ]
+
+
 def differences(parent: Mapping[str, Any], child: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The 422 errors (``model``, ``data.tokenizer``) of fine-tuning ``child`` from ``parent``."""
+    """The 422 errors (``task``, ``model``, ``data.tokenizer``, a matching model's
+    ``multimodal`` sizes) of fine-tuning ``child`` from ``parent``."""
+    allowed = STARTS_FROM.get(child.get("task", "causal_lm"), ())
+    task_errors = task_differences(parent, child, allowed)
+    if task_errors and task_errors[0]["field"] == "task":
+        return task_errors
     try:
         mine, theirs = weight_shapes(child), weight_shapes(parent)
     except (KeyError, TypeError, ValueError) as exc:
@@ -95,4 +143,4 @@ def differences(parent: Mapping[str, Any], child: Mapping[str, Any]) -> list[dic
     if ours != parents:
         message = f"tokenizer is {ours!r}; from_run's weights read {parents!r} token ids"
         errors.append({"field": "data.tokenizer", "message": message})
-    return errors
+    return task_errors + errors
