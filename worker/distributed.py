@@ -187,8 +187,8 @@ class _Ranks:
             self.procs[rank] = proc
         return self
 
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        deadline = time.monotonic() + (JOIN_TIMEOUT_S if kind is None else 1.0)
+    def __exit__(self, *_: Any) -> None:
+        deadline = time.monotonic() + JOIN_TIMEOUT_S  # a child leaves soon after rank 0
         for proc in self.procs.values():
             proc.join(max(0.0, deadline - time.monotonic()))
         for rank, proc in self.procs.items():

@@ -11,6 +11,7 @@ the same state as rank 0 (model, optimiser, scheduler, random states).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import traceback
 from collections.abc import Mapping
@@ -96,7 +97,11 @@ class DDPStepper(_Stepper):
 
 
 class _Follower(checkpoint.Checkpointer):
-    """A child rank's checkpointer: it resumes the same state as rank 0 and never saves."""
+    """A child rank's checkpointer: it resumes the same state as rank 0 and never saves.
+
+    Its `resume` must be the child's own copy: the tensors pickled to it live in memory
+    shared with rank 0, and the optimiser adopts its state's tensors as they are (no copy),
+    so shared moments would be updated by both ranks each step."""
 
     def __init__(self, resume: Mapping[str, Any] | None) -> None:
         super().__init__(NullTracker(), 1, Path(os.devnull), {}, resume)
@@ -168,7 +173,14 @@ def child_main(rank: int, spec: Spec, errors: Any) -> None:
         model = build_model(spec.doc, spec.vocab_size)
         tracker = NullTracker()
         train_rank(
-            spec, rank, model, tracker, lambda: False, None, _Follower(spec.resume), stop_group
+            spec,
+            rank,
+            model,
+            tracker,
+            lambda: False,
+            None,
+            _Follower(copy.deepcopy(spec.resume)),
+            stop_group,
         )
     except Stopped:
         pass

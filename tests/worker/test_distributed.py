@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.support.worker import make_job, tiny_doc
 from worker.distributed import DistributedError
-from worker.execute import execute
+from worker.execute import Stopped, execute
 
 STEPS = 6
 #: Measured: 2 ranks against 1 process with twice the batch differ by at most ~1e-7 relative.
@@ -60,15 +60,27 @@ def _nothing_left() -> None:
     assert not dist.is_initialized()
 
 
-def test_two_ranks_train_as_one_process_with_twice_the_batch(
-    tracker_factory: Any, tmp_path: Path
-) -> None:
-    one = _run(_doc(1, 4), tracker_factory(), tmp_path / "one", run_id=101)
-    two = _run(_doc(2, 2), tracker_factory(), tmp_path / "two", run_id=102)
-    client = MlflowClient(tracker_factory().tracking_uri)
-    expected, got = _curve(client, one.mlflow_run_id), _curve(client, two.mlflow_run_id)
+@pytest.fixture(scope="module")
+def one_process(mlflow_store: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The reference: one process with twice the per-device batch, and its train_loss curve."""
+    from worker.tracking import MlflowTracker
+
+    tracker = MlflowTracker(*mlflow_store)
+    result = _run(_doc(1, 4), tracker, tmp_path_factory.mktemp("one"), run_id=101)
+    return result, _curve(MlflowClient(mlflow_store[0]), result.mlflow_run_id)
+
+
+def _worst(expected: list[float], got: list[float]) -> float:
     assert len(got) == len(expected) == STEPS
-    worst = max(abs(a - b) / abs(a) for a, b in zip(expected, got, strict=True))
+    return max(abs(a - b) / abs(a) for a, b in zip(expected, got, strict=True))
+
+
+def test_two_ranks_train_as_one_process_with_twice_the_batch(
+    one_process: Any, tracker_factory: Any, tmp_path: Path
+) -> None:
+    two = _run(_doc(2, 2), tracker_factory(), tmp_path, run_id=102)
+    client = MlflowClient(tracker_factory().tracking_uri)
+    worst = _worst(one_process[1], _curve(client, two.mlflow_run_id))
     print(f"largest relative train_loss difference: {worst:.3g}")
     assert worst < TOLERANCE
     run = client.get_run(two.mlflow_run_id)
@@ -78,6 +90,30 @@ def test_two_ranks_train_as_one_process_with_twice_the_batch(
     found = client.search_runs([run.info.experiment_id], "tags.`registry.run_id` = '102'")
     assert [r.info.run_id for r in found] == [two.mlflow_run_id]  # one MLflow run holds the job
     assert "val_loss" in two.metrics and "tokens_per_second" in two.metrics
+    _nothing_left()
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_on_every_rank(
+    one_process: Any, tracker_factory: Any, tmp_path: Path
+) -> None:
+    """Stopped after step 3 (a warm stop: rank 0 checkpoints), the next attempt restores the
+    state on both ranks and ends on the uninterrupted curve."""
+    asked = {"stop": False}
+
+    def stop_after_3(info: dict[str, Any]) -> None:
+        asked["stop"] = asked["stop"] or int(info.get("step") or 0) >= 3
+
+    doc = _doc(2, 2)
+    job = make_job(doc, run_id=104, name="ddp")
+    with pytest.raises(Stopped):
+        execute(job, tracker_factory(), "cpu", lambda: asked["stop"], stop_after_3, tmp_path / "1")
+    _nothing_left()
+    job["run"]["attempt"] = 2
+    second = execute(job, tracker_factory(), "cpu", lambda: False, lambda _: None, tmp_path / "2")
+    assert second.provenance["resumed_from"]["step"] == 3
+    client = MlflowClient(tracker_factory().tracking_uri)
+    assert _worst(one_process[1], _curve(client, second.mlflow_run_id)) < TOLERANCE
     _nothing_left()
 
 
@@ -92,6 +128,6 @@ def test_a_rank_that_dies_fails_the_run_naming_it(tracker_factory: Any, tmp_path
 
     started = time.monotonic()
     with pytest.raises(DistributedError, match=r"rank 1 of 2 \(pid \d+\) died .*SIGKILL"):
-        _run(_doc(2, 2) | {}, tracker_factory(), tmp_path, run_id=103, progress=kill_rank_1)
+        _run(_doc(2, 2), tracker_factory(), tmp_path, run_id=103, progress=kill_rank_1)
     assert killed and time.monotonic() - started < 60
     _nothing_left()
