@@ -192,11 +192,8 @@ class _Ranks:
         for proc in self.procs.values():
             proc.join(max(0.0, deadline - time.monotonic()))
         for rank, proc in self.procs.items():
-            if proc.is_alive():
-                log.warning("rank %d (pid %s) still running: terminating it", rank, proc.pid)
-                proc.terminate()
-                proc.join(2.0)
-            if proc.is_alive():
+            if proc.is_alive():  # stuck: it ignores SIGTERM (worker.ranks.child_main)
+                log.warning("rank %d (pid %s) still running: killing it", rank, proc.pid)
                 proc.kill()
                 proc.join()
         for reader in self.errors.values():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import signal
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -160,7 +161,13 @@ def train_rank(
 
 
 def child_main(rank: int, spec: Spec, errors: Any) -> None:
-    """A child rank's whole life: join, build the same model, train, leave the group."""
+    """A child rank's whole life: join, build the same model, train, leave the group.
+
+    It ignores SIGTERM and SIGINT: systemd (KillMode=control-group) and a terminal's Ctrl-C
+    signal the whole group, and the daemon's warm stop must reach every rank as rank 0's
+    agreed stop, at a step, with a checkpoint, rather than as a dead rank."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         torch.set_num_threads(spec.threads)
         seed_everything(spec.params.seed, spec.devices[rank])

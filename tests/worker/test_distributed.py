@@ -131,3 +131,14 @@ def test_a_rank_that_dies_fails_the_run_naming_it(tracker_factory: Any, tmp_path
         _run(_doc(2, 2), tracker_factory(), tmp_path, run_id=103, progress=kill_rank_1)
     assert killed and time.monotonic() - started < 60
     _nothing_left()
+
+
+def test_what_ddp_cannot_honour_is_refused_naming_the_field() -> None:
+    from tests.support.worker import classification_doc
+    from worker.distributed import refuse_unsupported
+
+    refuse_unsupported(_doc(1, 4) | {"training": {"compile": True}})  # one device: all fine
+    with pytest.raises(NotImplementedError, match=r"^training\.compile"):
+        refuse_unsupported(tiny_doc(training={"compile": True}, resources={"gpus": 2}))
+    with pytest.raises(NotImplementedError, match=r"^resources\.gpus.*task: classification"):
+        refuse_unsupported(classification_doc(resources={"gpus": 2}))
