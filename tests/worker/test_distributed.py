@@ -78,7 +78,17 @@ def _worst(expected: list[float], got: list[float]) -> float:
 def test_two_ranks_train_as_one_process_with_twice_the_batch(
     one_process: Any, tracker_factory: Any, tmp_path: Path
 ) -> None:
-    two = _run(_doc(2, 2), tracker_factory(), tmp_path, run_id=102)
+    signalled: list[int] = []
+
+    def sigterm_rank_1(info: dict[str, Any]) -> None:
+        """systemd signals the unit's whole group: a child leaves the stop to rank 0."""
+        if info.get("phase") == "train" and not signalled:
+            (child,) = multiprocessing.active_children()
+            os.kill(child.pid, signal.SIGTERM)
+            signalled.append(child.pid)
+
+    two = _run(_doc(2, 2), tracker_factory(), tmp_path, run_id=102, progress=sigterm_rank_1)
+    assert signalled
     client = MlflowClient(tracker_factory().tracking_uri)
     worst = _worst(one_process[1], _curve(client, two.mlflow_run_id))
     print(f"largest relative train_loss difference: {worst:.3g}")
