@@ -169,12 +169,22 @@ def _windows(ids: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tens
 
 
 def get_batch(
-    ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator
+    ids: torch.Tensor,
+    batch_size: int,
+    seq_len: int,
+    generator: torch.Generator,
+    part: tuple[int, int] = (0, 1),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A random batch of `seq_len + 1` token windows as (inputs, next-token targets), on the
     device of `ids`. The start positions are drawn on the CPU by `generator` (whose state a
-    checkpoint keeps), so a batch is the same on every device."""
-    starts = torch.randint(len(ids) - seq_len - 1, (batch_size,), generator=generator)
+    checkpoint keeps), so a batch is the same on every device.
+
+    `part` = (rank, world): draw the whole `batch_size * world` batch's starts and keep the
+    rank's `batch_size` of them, so that `world` ranks together see exactly the batch that
+    one process with `batch_size * world` sees (`worker.distributed`)."""
+    rank, world = part
+    starts = torch.randint(len(ids) - seq_len - 1, (batch_size * world,), generator=generator)
+    starts = starts[rank * batch_size : (rank + 1) * batch_size]
     windows = _windows(ids, starts, seq_len + 1)
     return windows[:, :-1], windows[:, 1:]
 

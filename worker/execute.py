@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from registry.settings import DEFAULT_DATA_ROOT
-from worker import checkpoint, finetune, task_runs
+from worker import checkpoint, distributed, finetune, task_runs
 from worker import data as corpus
 from worker import provenance as prov
 from worker.evaluation import PROMPT_TOKENS, evaluate_loss, sample
@@ -41,7 +41,6 @@ from worker.training import (
     TrainParams,
     autocast,
     seed_everything,
-    train,
 )
 
 __all__ = ["Result", "Stopped", "execute"]
@@ -245,7 +244,7 @@ def _train(ctx: _Context) -> dict[str, float]:
         finetune.load_weights(model, ctx.parent)
     prov.note(ctx.provenance, ctx.device, model)
     params = TrainParams.from_doc(ctx.doc)
-    result = train(
+    result = distributed.trainer(ctx.doc, tokenizer.vocab_size, ctx.provenance)(
         model,
         splits,
         params,

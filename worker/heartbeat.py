@@ -151,9 +151,10 @@ class Progress:
         """When the loop started, from the step count and throughput the first report gives."""
         now = time.monotonic()
         t, d = self.job["config"]["training"], self.job["config"]["data"]
+        ranks = int((self.job["config"].get("resources") or {}).get("gpus") or 1)  # all devices'
         tokens_per_step = (
             t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] * d["seq_len"]
-        )
+        ) * ranks
         rate = float(info.get("tokens_per_second") or 0.0)
         in_loop = info["step"] * tokens_per_step / rate if rate > 0 else 0.0
         return max(0.0, now - in_loop - float(self.job.get("claimed_at", now)))

@@ -17,7 +17,7 @@ import torch
 
 from registry.document.architecture import resolve_vocab_size
 from registry.document.visual import has_visual_encoder, visual_sizes
-from worker import classification, imagecaptions, matching, task_weights, textlabels
+from worker import classification, distributed, imagecaptions, matching, task_weights, textlabels
 from worker import provenance as prov
 from worker.finetune import Parent
 from worker.memory import Memory
@@ -66,6 +66,7 @@ def dataset_sha256(doc: Mapping[str, Any], data_root: Path) -> str:
 
 def train_classifier(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     """Labelled text -> classifier -> train and score (worker.classification) -> checkpoint."""
+    distributed.refuse_unsupported(ctx.doc)  # one device only, so far
     ctx.provenance["resumed_from"] = None
     parent = ctx.parent
     tokenizer = parent.tokenizer if parent is not None else None  # a fine-tune reads as its parent
@@ -95,6 +96,7 @@ def train_matcher(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     """Image-caption pairs -> matching model -> train and score (worker.matching) -> checkpoint."""
     from worker.matching_model import build_matcher
 
+    distributed.refuse_unsupported(ctx.doc)  # one device only, so far
     ctx.provenance["resumed_from"] = None
     parent = ctx.parent
     tokenizer = parent.tokenizer if parent is not None else None

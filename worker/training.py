@@ -70,6 +70,8 @@ class TrainParams:
     compile: bool = False
     aux_loss_alpha: float | None = None
     flops_per_token: int = 0
+    #: Processes training together (`worker.distributed`); batch_size is each one's share.
+    world_size: int = 1
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> TrainParams:
@@ -100,8 +102,8 @@ class TrainParams:
 
     @property
     def tokens_per_step(self) -> int:
-        """Training tokens one optimiser step consumes."""
-        return self.batch_size * self.gradient_accumulation_steps * self.seq_len
+        """Training tokens one optimiser step consumes, all processes together."""
+        return self.batch_size * self.gradient_accumulation_steps * self.seq_len * self.world_size
 
 
 def seed_everything(seed: int, device: str) -> None:
@@ -219,11 +221,14 @@ class _Stepper:
         """Returns the learning rate used, the step's mean loss and the pre-clip grad norm."""
         lr = float(self.scheduler.get_last_lr()[0])
         total = torch.zeros((), device=self.device)
-        for _ in range(self.p.gradient_accumulation_steps):
-            x, y = get_batch(self.splits.train, self.p.batch_size, self.p.seq_len, self.generator)
-            loss, lm = self.loss(x, y)
-            self.scaler.scale(loss / self.p.gradient_accumulation_steps).backward()
-            total += lm.detach() / self.p.gradient_accumulation_steps
+        n = self.p.gradient_accumulation_steps
+        for i in range(n):
+            x, y = self.batch()
+            with self.accumulating(last=i == n - 1):
+                loss, lm = self.loss(x, y)
+                self.scaler.scale(loss / n).backward()
+            total += lm.detach() / n
+        total = self.mean_loss(total)
         norm, _ = optimizer_step(
             self.optimizer,
             self.scheduler,
@@ -232,6 +237,23 @@ class _Stepper:
             self.p.max_grad_norm,
         )
         return lr, total, norm
+
+    @property
+    def reported_routing(self) -> RoutingMonitor | None:
+        """The routing monitor when the model routes tokens (the reporter reads it)."""
+        return self.routing if self.routing.active else None
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next training micro-batch (a distributed rank's override takes its share)."""
+        return get_batch(self.splits.train, self.p.batch_size, self.p.seq_len, self.generator)
+
+    def accumulating(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """Around a micro-batch's forward and backward (DDP skips its all-reduce but last)."""
+        return contextlib.nullcontext()
+
+    def mean_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """The step's loss as reported (a distributed rank averages over the ranks)."""
+        return loss
 
     def evaluate(self) -> dict[str, float]:
         """Validation metrics on the fixed evaluation windows."""
@@ -251,12 +273,12 @@ def train(
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
     checkpointer: checkpoint.Checkpointer | None = None,
+    make_stepper: Callable[[Any, Splits, TrainParams, str], _Stepper] | None = None,
 ) -> TrainResult:
     """Train `model` (on `device`) for p.num_training_steps; raises Stopped if asked. A
-    `checkpointer` saves the state as it says and resumes from its `resume` state."""
-    stepper = _prepare(model, splits, p, device)
-    routing = stepper.routing if stepper.routing.active else None
-    reporter, clock = Reporter(p, tracker, on_progress, routing), Clock()
+    `checkpointer` saves and resumes the state; `make_stepper` a rank's (worker.ranks)."""
+    stepper = _prepare(model, splits, p, device, make_stepper or _Stepper)
+    reporter, clock = Reporter(p, tracker, on_progress, stepper.reported_routing), Clock()
     first = _resume(checkpointer, stepper, reporter, clock)
     try:
         for step in range(first, p.num_training_steps + 1):
@@ -284,7 +306,9 @@ def train(
     return _result(reporter, clock, p, device)
 
 
-def _prepare(model: Any, splits: Splits, p: TrainParams, device: str) -> _Stepper:
+def _prepare(
+    model: Any, splits: Splits, p: TrainParams, device: str, make: Callable[..., _Stepper]
+) -> _Stepper:
     """Check the data, set the device's matrix precision, build the optimiser and the rest."""
     splits.check(p.seq_len)
     if p.precision == "fp16" and torch.device(device).type == "cpu":
@@ -293,7 +317,7 @@ def _prepare(model: Any, splits: Splits, p: TrainParams, device: str) -> _Steppe
         torch.cuda.reset_peak_memory_stats(device)
     precision.configure_tf32(device, p.tf32)
     model.train()
-    return _Stepper(model, splits, p, device)
+    return make(model, splits, p, device)
 
 
 def _evaluate(
@@ -343,9 +367,8 @@ def _result(reporter: Reporter, clock: Clock, p: TrainParams, device: str) -> Tr
     """The last reported values, throughput after warm-up (and MFU on a known GPU), memory."""
     metrics = dict(reporter.last)
     metrics["tokens_per_second"] = clock.tokens_per_second(p.num_training_steps, p.tokens_per_step)
-    mfu = precision.mfu(
-        p.flops_per_token, metrics["tokens_per_second"], device, p.precision, p.tf32
-    )
+    per_device = metrics["tokens_per_second"] / p.world_size  # MFU is one device's share
+    mfu = precision.mfu(p.flops_per_token, per_device, device, p.precision, p.tf32)
     if mfu is not None:
         metrics["throughput_mfu"] = mfu
     metrics["peak_memory_mb"] = peak_memory_mb(device)
