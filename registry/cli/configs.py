@@ -16,8 +16,26 @@ from registry.errors import RegistryError
 @click.option("--message", "-m", help="what changed")
 @click.option("--description", help="the config's description (when it is new)")
 @click.option("--enqueue", type=click.Choice(["train", "evaluate"]), help="also queue a run of it")
+@click.option(
+    "--from-run",
+    type=int,
+    help="with --enqueue: the trained run to evaluate, or (train) to fine-tune from",
+)
+@click.option(
+    "--on-oom",
+    type=click.Choice(["fail", "remedy"]),
+    default="fail",
+    show_default=True,
+    help="with --enqueue train: remedy queues the guide's next remedy after an out of memory",
+)
 def submit(
-    file: Path, name: str, message: str | None, description: str | None, enqueue: str | None
+    file: Path,
+    name: str,
+    message: str | None,
+    description: str | None,
+    enqueue: str | None,
+    from_run: int | None,
+    on_oom: str,
 ) -> None:
     """Register FILE (YAML or JSON) as the next version of config NAME."""
     from registry.document.spec import parse_document
@@ -37,11 +55,9 @@ def submit(
     for warning in answer.get("warnings") or []:
         click.echo(f"warning: {warning['field']}: {warning['message']}")
     if enqueue:
-        run = client.request(
-            "POST",
-            "/api/v1/runs",
-            json={"config": answer["name"], "version": answer["version"], "kind": enqueue},
-        )
+        body = {"config": answer["name"], "version": answer["version"], "kind": enqueue}
+        body |= {"on_oom": on_oom} | ({"from_run": from_run} if from_run is not None else {})
+        run = client.request("POST", "/api/v1/runs", json=body)
         click.echo(f"queued {enqueue} run {run.get('id')} ({run.get('status', 'queued')})")
 
 

@@ -168,6 +168,8 @@ def format_run(run: dict[str, Any]) -> str:
         "mlflow_run_id",
         "reproduces",
         "from_run",
+        "on_oom",
+        "remedied_by",
         "created_at",
         "started_at",
         "finished_at",

@@ -168,8 +168,15 @@ def test_serve_submit_export(server: dict[str, str], tmp_path: Path) -> None:
     assert f"hash {spec.config_hash(spec.normalize(yaml.safe_load(config.read_text())))}" in out
     assert "warning: generation.temperature" in out
 
-    again = run(["submit", str(config), "--name", "tiny"], server, tmp_path).stdout
+    again = run(
+        ["submit", str(config), "--name", "tiny", "--enqueue", "train", "--on-oom", "remedy"],
+        server,
+        tmp_path,
+    ).stdout
     assert "tiny version 1 (unchanged" in again
+    queued = int(again.split("queued train run ")[1].split()[0])
+    shown = run(["runs", "show", str(queued)], server, tmp_path).stdout
+    assert "on_oom: remedy" in shown
 
     as_json = tmp_path / "tiny.json"
     as_json.write_text('{"training": {"learning_rate": 4e-5}}')

@@ -109,3 +109,11 @@ def test_on_oom_other_than_fail_or_remedy_is_422_naming_it(client: FlaskClient, 
         )
         assert answer.status_code == 422, answer.get_json()
         assert [e["field"] for e in answer.get_json()["errors"]] == ["on_oom"]
+
+
+def test_a_reproduction_never_remedies(client: FlaskClient, auth: Auth) -> None:
+    """It re-runs the same version to compare: a remedy would make it another config."""
+    _post(client, "/configs", auth("submitter"), {"name": "tiny", "config": TINY})
+    first = _post(client, "/runs", auth("submitter"), {"config": "tiny", "on_oom": "remedy"})
+    again = _post(client, f"/runs/{first['id']}/reproduce", auth("submitter"), {})
+    assert (again["reproduces"], again["on_oom"]) == (first["id"], "fail")

@@ -13,7 +13,7 @@ from registry.http.params import ascii_digits, whole_number
 from registry.http.web.blueprint import bp
 from registry.http.web.signin import current_viewer, requires
 from registry.models import RUN_KINDS
-from registry.services import admission, configs, duplicates, queue, summaries
+from registry.services import admission, configs, duplicates, queue, remedies, summaries
 from registry.services.admission import QuotaExceeded
 
 
@@ -110,6 +110,7 @@ def queue_run(name: str) -> Any:
     version = configs.resolve_version(g.db, name, form.get("version") or None)
     kind = form.get("kind", "train")
     try:
+        policy = _on_oom(form.get("on_oom"))  # checked before anything is queued
         run = queue.enqueue(
             g.db,
             version,
@@ -122,6 +123,7 @@ def queue_run(name: str) -> Any:
             quota=_quota(),
             now=queue.db_now(g.db),
         )
+        run = remedies.with_policy(g.db, run, policy)
     except RegistryError as err:
         refused = {"message": err.message, "code": err.code, **err.extra}
         headers = {"Retry-After": str(err.retry_after)} if isinstance(err, QuotaExceeded) else {}
@@ -143,6 +145,13 @@ def _priority(raw: str | None) -> int:
         raise BadRequest("priority must be a whole number", field="priority") from None
     if not -1000 <= value <= 1000:
         raise BadRequest("priority must be between -1000 and 1000", field="priority")
+    return value
+
+
+def _on_oom(raw: str | None) -> str:
+    value = raw or "fail"
+    if value not in ("fail", "remedy"):
+        raise BadRequest("on_oom must be fail or remedy", field="on_oom")
     return value
 
 
