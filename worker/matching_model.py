@@ -81,8 +81,8 @@ def build_matcher(doc: Mapping[str, Any], vocab_size: int | None) -> MatchingMod
     backbones = {"deepseek_v2": DeepseekV2Model, "llama": LlamaModel}
     text = ready(backbones[model_type(plain)](checked_config(doc, vocab_size)), doc)
     visual = None
-    if has_visual_encoder(plain):
-        visual = ViTModel(ViTConfig(**vit_config_kwargs(plain)), add_pooling_layer=False)
-        if doc["training"]["gradient_checkpointing"]:
-            visual.gradient_checkpointing_enable({"use_reentrant": False})
+    if has_visual_encoder(plain):  # ready(): checkpointing as the text tower, if asked for
+        visual = ready(
+            ViTModel(ViTConfig(**vit_config_kwargs(plain)), add_pooling_layer=False), doc
+        )
     return MatchingModel(text, visual, doc)

@@ -53,3 +53,9 @@ def test_the_weights_scale_the_fusion() -> None:
         blind = model.scores(images, ids, 2)
     assert not torch.equal(before[0], before[1])
     assert torch.equal(blind[0], blind[1])
+
+
+def test_gradient_checkpointing_reaches_both_towers() -> None:
+    model = build_matcher(matching_doc(0.7, training={"gradient_checkpointing": True}), 259)
+    assert model.visual is not None
+    assert model.text.is_gradient_checkpointing and model.visual.is_gradient_checkpointing
