@@ -1,6 +1,7 @@
 """The tasks end to end: a real `registry serve`, a real `registry-worker` daemon, a real MLflow
 store, on SQLite and PostgreSQL: a classification run and a multimodal-matching run queued
-through the API succeed with the contract's metrics (CONTRACT 5.4) and beat their baselines."""
+through the API succeed with the contract's metrics (CONTRACT 5.4) and beat their baselines,
+and a causal LM run on two devices trains as two DDP ranks launched by the daemon."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from registry.settings import Settings
 from tests.support.procs import Server, start_server, start_worker, wait_for
-from tests.support.worker import classification_doc, matching_doc
+from tests.support.worker import classification_doc, matching_doc, tiny_doc
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +45,8 @@ def test_classification_and_matching_runs_through_the_api_beat_their_baselines(
     admin = tokens["admin"]
     classify = _queue(server, admin, "classify", classification_doc())
     match = _queue(server, admin, "match", matching_doc(0.7))
+    two = {"resources": {"gpus": 2}, "training": {"num_training_steps": 6, "eval_every_steps": 6}}
+    spread = _queue(server, admin, "spread", tiny_doc(**two))  # a CPU worker runs 2 gloo ranks
     env = {
         "REGISTRY_URL": server.url,
         "REGISTRY_TOKEN": tokens["worker"],
@@ -55,7 +58,9 @@ def test_classification_and_matching_runs_through_the_api_beat_their_baselines(
         env, tmp_path / "worker.log", "--name", "w1", "--poll-max", "1", state_dir=tmp_path / "s"
     )
     try:
-        run, matched = (_finished(server, admin, i, worker) for i in (classify, match))
+        run, matched, ranked = (
+            _finished(server, admin, i, worker) for i in (classify, match, spread)
+        )
     finally:
         worker.stop()
     assert run["status"] == "succeeded", (run, worker.output())
@@ -67,6 +72,8 @@ def test_classification_and_matching_runs_through_the_api_beat_their_baselines(
     assert {"val_accuracy", "val_retrieval_at_1", "baseline_retrieval_at_1"} <= m.keys()
     assert m["val_retrieval_at_1"] > m["baseline_retrieval_at_1"] + RETRIEVAL_MARGIN, m
     assert matched["provenance"]["visual_encoder"] is True
+    assert ranked["status"] == "succeeded", (ranked, worker.output())
+    assert (ranked["provenance"]["world_size"], ranked["provenance"]["backend"]) == (2, "gloo")
 
 
 def _finished(server: Server, token: str, run_id: int, worker: Any) -> dict[str, Any]:
