@@ -8,34 +8,14 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from registry.document.spec import config_hash
 from registry.errors import BadRequest, DuplicateRun, InvalidInput
-from registry.models import Config, ConfigVersion, Run
+from registry.models import Run
 from registry.services import queue
 from registry.services.finetune import differences, weight_shapes
+from tests.support.builders import store, succeeded
 from tests.support.worker import tiny_doc
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-
-
-def store(session: Session, name: str, doc: dict[str, Any]) -> ConfigVersion:
-    """A stored config version of the normalised ``doc``."""
-    version = ConfigVersion(
-        config=Config(name=name), version=1, hash=config_hash(doc), document=doc
-    )
-    session.add(version)
-    session.flush()
-    return version
-
-
-def succeeded(session: Session, version: ConfigVersion, kind: str = "train", **kw: Any) -> Run:
-    """A run of ``version`` that has run and succeeded."""
-    run = queue.enqueue(session, version, kind, **kw)
-    claimed = queue.claim(session, "w", ["default"], T0, 60)
-    assert claimed is not None and claimed.run.id == run.id
-    provenance = {"code_version": "1.0+gabc"}
-    queue.complete(session, run.id, claimed.lease, "succeeded", {}, "m", provenance, None, T0)
-    return run
 
 
 @pytest.fixture

@@ -9,34 +9,14 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from registry.document.spec import config_hash
 from registry.errors import InvalidInput
-from registry.models import Config, ConfigVersion, Run
+from registry.models import Run
 from registry.services import queue
+from tests.support.builders import store, succeeded
 from tests.support.worker import classification_doc, matching_doc, tiny_doc
 
 SAME_MODEL = {"architecture": "llama", "model_dim": 32, "num_attention_heads": 4}
 SAME_MODEL |= {"num_hidden_layers": 1, "max_position_embeddings": 128}
-
-
-def store(session: Session, name: str, doc: dict[str, Any]) -> ConfigVersion:
-    version = ConfigVersion(
-        config=Config(name=name), version=1, hash=config_hash(doc), document=doc
-    )
-    session.add(version)
-    session.flush()
-    return version
-
-
-def succeeded(session: Session, doc: dict[str, Any], name: str) -> Run:
-    import datetime as dt
-
-    run = queue.enqueue(session, store(session, name, doc), "train")
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    claimed = queue.claim(session, "w", ["default"], now, 60)
-    assert claimed is not None and claimed.run.id == run.id
-    queue.complete(session, run.id, claimed.lease, "succeeded", {}, "m", {}, None, now)
-    return run
 
 
 def refused(session: Session, doc: dict[str, Any], kind: str, parent: Run) -> list[str]:
@@ -49,8 +29,8 @@ def refused(session: Session, doc: dict[str, Any], kind: str, parent: Run) -> li
 
 
 def test_a_classifier_fine_tunes_from_a_causal_lm_or_a_classifier(session: Session) -> None:
-    lm = succeeded(session, tiny_doc(model=SAME_MODEL), "lm")
-    classifier = succeeded(session, classification_doc(), "classifier")
+    lm = succeeded(session, store(session, "lm", tiny_doc(model=SAME_MODEL)))
+    classifier = succeeded(session, store(session, "classifier", classification_doc()))
     for parent in (lm, classifier):
         run = queue.enqueue(
             session,
@@ -65,7 +45,7 @@ def test_a_classifier_fine_tunes_from_a_causal_lm_or_a_classifier(session: Sessi
 
 
 def test_a_matching_model_needs_the_same_visual_encoder(session: Session) -> None:
-    seeing = succeeded(session, matching_doc(0.7), "seeing")
+    seeing = succeeded(session, store(session, "seeing", matching_doc(0.7)))
     assert refused(session, matching_doc(0.0), "train", seeing) == [
         "multimodal.visual_encoder_weight"
     ]
