@@ -11,6 +11,8 @@ the CPU (every rank on the CPU: CONTRACT 5.7's "that many processes"); NCCL on C
 starts) from the same seeded generator and trains on its slice (`data.get_batch`'s `part`);
 DDP averages the gradients, so a step is the one-process step with `batch * world`, up to
 the order of float sums. The reported loss is averaged over the ranks (one all-reduce).
+Classification and matching start the same ranks through :func:`launch` with their own build
+and loop (:mod:`worker.distributed_tasks`).
 
 **Stop, fail, clean up.** Each step rank 0 broadcasts its `should_stop` answer, so all ranks
 stop at the same step. Rank 0 waits for the children to reach the rendezvous while watching
