@@ -19,7 +19,8 @@ on the same validation split). The loop is :mod:`worker.taskloop`'s (no mid-run 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,28 +149,44 @@ class _Stepper:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.amp = lambda: autocast(device, p.precision)
         self.generator = torch.Generator().manual_seed(p.seed)
+        self.forward: Any = model  # what computes the loss (a rank's DDP wrapper)
+
+    def rows(self) -> torch.Tensor:
+        """A micro-batch's rows, drawn with replacement by the seeded generator."""
+        return torch.randint(len(self.train.labels), (self.p.batch_size,), generator=self.generator)
 
     def loss(self, rows: torch.Tensor) -> torch.Tensor:
         ids = self.train.ids[rows]
         with self.amp():
-            out = self.model(input_ids=ids, attention_mask=(ids != PAD_ID).long(), use_cache=False)
+            out = self.forward(
+                input_ids=ids, attention_mask=(ids != PAD_ID).long(), use_cache=False
+            )
         return F.cross_entropy(out.logits.float(), self.train.labels[rows])
 
     def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         lr = float(self.scheduler.get_last_lr()[0])
         total = torch.zeros((), device=self.device)
-        for _ in range(self.p.gradient_accumulation_steps):
-            rows = torch.randint(
-                len(self.train.labels), (self.p.batch_size,), generator=self.generator
-            )
-            loss = self.loss(rows.to(self.device)) / self.p.gradient_accumulation_steps
-            self.scaler.scale(loss).backward()
+        steps = self.p.gradient_accumulation_steps
+        for micro in range(steps):
+            with self.accumulating(micro == steps - 1):
+                loss = self.loss(self.rows().to(self.device)) / steps
+                self.scaler.scale(loss).backward()
             total += loss.detach()
         params = self.model.parameters()
         norm, _ = optimizer_step(
             self.optimizer, self.scheduler, self.scaler, params, self.p.max_grad_norm
         )
-        return lr, total, norm
+        return lr, self.mean_loss(total), norm
+
+    # What a rank of a multi-device run changes (worker.distributed_tasks):
+    def accumulating(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def mean_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def score(self) -> dict[str, float]:
+        return evaluate(self.model, self.validation, self.p.eval_batch_size, self.amp)
 
 
 def train_classifier(
@@ -180,13 +197,13 @@ def train_classifier(
     tracker: Tracker,
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
+    make_stepper: Callable[[Any, Labelled, TrainParams, str], _Stepper] = _Stepper,
 ) -> dict[str, float]:
-    """Train for p.num_training_steps and return the final metrics (raises Stopped if asked)."""
+    """Train for p.num_training_steps and return the final metrics (raises Stopped if asked);
+    `make_stepper` a rank's (worker.distributed_tasks)."""
     model.train()
-    stepper = _Stepper(model, data, p, device)
-
-    def score() -> dict[str, float]:
-        return evaluate(model, stepper.validation, p.eval_batch_size, stepper.amp)
-
+    stepper = make_stepper(model, data, p, device)
     baseline = {"baseline_accuracy": data.baseline_accuracy}
-    return run_task_loop(stepper, score, baseline, p, device, tracker, should_stop, on_progress)
+    return run_task_loop(
+        stepper, stepper.score, baseline, p, device, tracker, should_stop, on_progress
+    )

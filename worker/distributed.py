@@ -11,6 +11,8 @@ the CPU (every rank on the CPU: CONTRACT 5.7's "that many processes"); NCCL on C
 starts) from the same seeded generator and trains on its slice (`data.get_batch`'s `part`);
 DDP averages the gradients, so a step is the one-process step with `batch * world`, up to
 the order of float sums. The reported loss is averaged over the ranks (one all-reduce).
+Classification and matching start the same ranks through :func:`launch` with their own build
+and loop (:mod:`worker.distributed_tasks`).
 
 **Stop, fail, clean up.** Each step rank 0 broadcasts its `should_stop` answer, so all ranks
 stop at the same step. Rank 0 waits for the children to reach the rendezvous while watching
@@ -58,11 +60,6 @@ def refuse_unsupported(doc: Mapping[str, Any]) -> None:
     """Raise NotImplementedError naming the field a multi-device run cannot honour yet."""
     if world_size(doc) == 1:
         return
-    if doc.get("task", "causal_lm") != "causal_lm":
-        raise NotImplementedError(
-            f"resources.gpus: {world_size(doc)} devices train task: causal_lm only; "
-            f"task: {doc.get('task')} trains on one device (set resources.gpus: 1)"
-        )
     if doc["training"].get("compile"):
         raise NotImplementedError(
             "training.compile: not built for resources.gpus > 1 (DDP); set it false"
@@ -111,22 +108,39 @@ def train_distributed(
 ) -> TrainResult:
     """Train as rank 0 of `resources.gpus` ranks, the others spawned here; see the module."""
     world = world_size(doc)
-    backend = ranks.backend_for(device)
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # every rank is on this machine
-    timeout = timedelta(seconds=ranks.STARTUP_TIMEOUT_S)
-    store = dist.TCPStore(ranks.HOST, 0, world, True, timeout=timeout, wait_for_workers=False)
-    threads = torch.get_num_threads()
     spec = ranks.Spec(
         doc=doc,
         vocab_size=vocab,
         splits=splits,
         params=dataclasses.replace(params, world_size=world),
         devices=rank_devices(device, world),
-        port=store.port,
+        port=0,
         resume=checkpointer.resume if checkpointer is not None else None,
-        threads=max(1, threads // world) if backend == "gloo" else threads,  # CPUs shared
+        threads=0,
         collective_timeout_s=ranks.COLLECTIVE_TIMEOUT_S,
     )
+    result: TrainResult = launch(spec, model, tracker, should_stop, on_progress, checkpointer)
+    return result
+
+
+def launch(
+    spec: ranks.Spec,
+    model: Any,
+    tracker: Tracker,
+    should_stop: ShouldStop,
+    on_progress: OnProgress | None,
+    checkpointer: checkpoint.Checkpointer | None,
+) -> Any:
+    """Serve the rendezvous, start ranks 1 .. N-1 of `spec` (its port and threads set here),
+    train as rank 0 and return what rank 0's loop returned; every child joined or killed."""
+    backend = ranks.backend_for(spec.devices[0])
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # every rank is on this machine
+    timeout = timedelta(seconds=ranks.STARTUP_TIMEOUT_S)
+    world = spec.world
+    store = dist.TCPStore(ranks.HOST, 0, world, True, timeout=timeout, wait_for_workers=False)
+    threads = torch.get_num_threads()
+    shared = max(1, threads // world) if backend == "gloo" else threads  # CPUs shared
+    spec = dataclasses.replace(spec, port=store.port, threads=shared)
     tracker.set_tags({"distributed.world_size": str(world), "distributed.backend": backend})
     try:
         with _Ranks(spec) as children:
@@ -146,7 +160,7 @@ def _lead(
     should_stop: ShouldStop,
     on_progress: OnProgress | None,
     checkpointer: checkpoint.Checkpointer | None,
-) -> TrainResult:
+) -> Any:
     """Rank 0's part once the children are started: rendezvous, train, leave the group; an
     error a child caused is reported as that child's failure."""
     try:

@@ -25,7 +25,8 @@ the contrastive loss over the whole split.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,24 +182,42 @@ class _Stepper:
         self.amp = lambda: autocast(device, p.precision)
         self.generator = torch.Generator().manual_seed(p.seed)
 
+    def rows(self) -> torch.Tensor:
+        """A micro-batch's rows: distinct pairs drawn by the seeded generator."""
+        size = min(self.p.batch_size, len(self.train))
+        return torch.randperm(len(self.train), generator=self.generator)[:size]
+
+    def loss(self, rows: torch.Tensor) -> torch.Tensor:
+        """The contrastive loss of the micro-batch ``rows``."""
+        batch = self.train.take(rows)
+        with self.amp():
+            scores = self.model.scores(batch.images, batch.ids, len(rows))
+        return contrastive_loss(scores.float(), batch.groups)
+
     def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         lr = float(self.scheduler.get_last_lr()[0])
         total = torch.zeros((), device=self.device)
-        size = min(self.p.batch_size, len(self.train))
-        for _ in range(self.p.gradient_accumulation_steps):
-            rows = torch.randperm(len(self.train), generator=self.generator)[:size]
-            batch = self.train.take(rows.to(self.device))
-            with self.amp():
-                scores = self.model.scores(batch.images, batch.ids, size)
-            loss = contrastive_loss(scores.float(), batch.groups)
-            loss = loss / self.p.gradient_accumulation_steps
-            self.scaler.scale(loss).backward()
+        steps = self.p.gradient_accumulation_steps
+        for micro in range(steps):
+            with self.accumulating(micro == steps - 1):
+                loss = self.loss(self.rows().to(self.device)) / steps
+                self.scaler.scale(loss).backward()
             total += loss.detach()
         params = self.model.parameters()
         norm, _ = optimizer_step(
             self.optimizer, self.scheduler, self.scaler, params, self.p.max_grad_norm
         )
-        return lr, total, norm
+        return lr, self.mean_loss(total), norm
+
+    # What a rank of a multi-device run changes (worker.distributed_tasks):
+    def accumulating(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def mean_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def score(self) -> dict[str, float]:
+        return evaluate(self.model, self.validation, self.p.eval_batch_size, self.amp, self.p.seed)
 
 
 def train_matcher(
@@ -209,16 +228,16 @@ def train_matcher(
     tracker: Tracker,
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
+    make_stepper: Callable[[Any, Pairs, TrainParams, str], _Stepper] = _Stepper,
 ) -> dict[str, float]:
-    """Train for p.num_training_steps and return the final metrics (raises Stopped if asked)."""
+    """Train for p.num_training_steps and return the final metrics (raises Stopped if asked);
+    `make_stepper` a rank's (worker.distributed_tasks)."""
     model.train()
-    stepper = _Stepper(model, data, p, device)
-
-    def score() -> dict[str, float]:
-        return evaluate(model, stepper.validation, p.eval_batch_size, stepper.amp, p.seed)
-
+    stepper = make_stepper(model, data, p, device)
     baseline = {
         "baseline_retrieval_at_1": chance_at_1(stepper.validation.groups),
         "baseline_accuracy": 0.5,
     }
-    return run_task_loop(stepper, score, baseline, p, device, tracker, should_stop, on_progress)
+    return run_task_loop(
+        stepper, stepper.score, baseline, p, device, tracker, should_stop, on_progress
+    )

@@ -58,13 +58,25 @@ class MatchingModel(nn.Module):
         Without a visual encoder ``images`` is None and the fused vector is ``w_t x t`` alone:
         every image gets the same row of scores, so no image can be told from another.
         """
+        return self.scores_of(*self.features(images, ids), count)
+
+    def features(
+        self, images: torch.Tensor | None, ids: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The weighted features ``(w_v x v or None, w_t x t)`` that :meth:`scores_of`
+        fuses; apart so that ranks can score gathered features (worker.distributed_tasks)."""
         text = self.text_weight * self.text_features(ids)
         if self.visual is None:
-            return self._head(text)[None, :].expand(count, -1)
+            return None, text
         if images is None:
             raise ValueError("a matching model with a visual encoder needs the images")
-        fused = self.visual_weight * self.image_features(images)[:, None, :] + text[None]
-        return self._head(fused)
+        return self.visual_weight * self.image_features(images), text
+
+    def scores_of(self, image: torch.Tensor | None, text: torch.Tensor, count: int) -> torch.Tensor:
+        """``[count, C]``: the head's score of every fused (image, caption) pair."""
+        if image is None:
+            return self._head(text)[None, :].expand(count, -1)
+        return self._head(image[:, None, :] + text[None])
 
     def _head(self, fused: torch.Tensor) -> torch.Tensor:
         h = self.head(fused.to(self.head.weight.dtype)).float()

@@ -5,7 +5,8 @@ process with a :class:`DDPStepper` (its slice of the global micro-batch, DDP-ave
 gradients, the loss averaged over the ranks) and a `should_stop` that all ranks answer
 together with rank 0's decision. A child rank (1 .. N-1) builds the same model from the seed,
 logs nothing (a NullTracker), evaluates nothing and saves no checkpoint; resumed, it restores
-the same state as rank 0 (model, optimiser, scheduler, random states).
+the same state as rank 0 (model, optimiser, scheduler, random states). The other tasks bring
+their own build and loop (a :class:`RankTask`, worker.distributed_tasks) to the same life.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -33,7 +34,6 @@ from worker.training import (
     ShouldStop,
     Stopped,
     TrainParams,
-    TrainResult,
     _Stepper,
     seed_everything,
     train,
@@ -52,19 +52,42 @@ def backend_for(device: str) -> str:
     return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
+class RankTask(Protocol):
+    """A task other than causal LM as every rank builds and trains it (no checkpointer: these
+    tasks keep no mid-run checkpoints). Pickled to the children within the Spec."""
+
+    def build(self, spec: Spec) -> Any:
+        """The model as the seed alone makes it (DDP then copies rank 0's weights)."""
+        ...
+
+    def train(
+        self,
+        spec: Spec,
+        rank: int,
+        model: Any,
+        tracker: Tracker,
+        should_stop: ShouldStop,
+        on_progress: OnProgress | None,
+    ) -> Any:
+        """The task's loop with the rank's stepper; its final metrics."""
+        ...
+
+
 @dataclass(frozen=True)
 class Spec:
-    """What a child rank needs, pickled to it at spawn."""
+    """What a child rank needs, pickled to it at spawn: the causal LM's splits and resume
+    state, or another task's RankTask (then `splits` is None)."""
 
     doc: Mapping[str, Any]
     vocab_size: int
-    splits: Splits
+    splits: Splits | None
     params: TrainParams
     devices: list[str]
     port: int
     resume: Mapping[str, Any] | None
     threads: int
     collective_timeout_s: float
+    task: RankTask | None = None
 
     @property
     def world(self) -> int:
@@ -144,16 +167,21 @@ def train_rank(
     on_progress: OnProgress | None,
     checkpointer: checkpoint.Checkpointer | None,
     stop_group: Any,
-) -> TrainResult:
-    """One rank's training loop, in a joined group."""
+) -> Any:
+    """One rank's training loop, in a joined group: the causal LM's or `spec.task`'s."""
     model = model.to(spec.devices[rank])
+    stop = agreed_stop(should_stop, stop_group)
+    if spec.task is not None:
+        return spec.task.train(spec, rank, model, tracker, stop, on_progress)
+    if spec.splits is None:
+        raise ValueError("a causal LM's ranks need its splits")
     return train(
         model,
         spec.splits,
         spec.params,
         spec.devices[rank],
         tracker,
-        agreed_stop(should_stop, stop_group),
+        stop,
         on_progress,
         checkpointer,
         make_stepper=DDPStepper,
@@ -177,7 +205,9 @@ def child_main(rank: int, spec: Spec, errors: Any) -> None:
         store.set(f"ready/{rank}", str(os.getpid()))
         stop_group = join_group(spec, rank, store)
         torch.manual_seed(spec.params.seed)  # the same initial weights as rank 0
-        model = build_model(spec.doc, spec.vocab_size)
+        model = (
+            build_model(spec.doc, spec.vocab_size) if spec.task is None else spec.task.build(spec)
+        )
         tracker = NullTracker()
         train_rank(
             spec,

@@ -2,7 +2,8 @@
 
 A train run loads its task's data, builds the model with the seed alone deciding the initial
 weights (a fine-tune then copies from_run's weights in, :mod:`worker.task_weights`), trains it
-with :mod:`worker.taskloop` and stores a checkpoint. An evaluate run scores from_run's weights
+with :mod:`worker.taskloop` (on ``resources.gpus`` ranks: :mod:`worker.distributed_tasks`)
+and stores a checkpoint. An evaluate run scores from_run's weights
 on this version's validation split (a matching model with this version's fusion weights).
 Neither task resumes a crashed attempt mid-run: a retried attempt trains again from step 1.
 """
@@ -17,7 +18,15 @@ import torch
 
 from registry.document.architecture import resolve_vocab_size
 from registry.document.visual import has_visual_encoder, visual_sizes
-from worker import classification, distributed, imagecaptions, matching, task_weights, textlabels
+from worker import (
+    classification,
+    distributed,
+    distributed_tasks,
+    imagecaptions,
+    matching,
+    task_weights,
+    textlabels,
+)
 from worker import provenance as prov
 from worker.finetune import Parent
 from worker.memory import Memory
@@ -66,7 +75,7 @@ def dataset_sha256(doc: Mapping[str, Any], data_root: Path) -> str:
 
 def train_classifier(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     """Labelled text -> classifier -> train and score (worker.classification) -> checkpoint."""
-    distributed.refuse_unsupported(ctx.doc)  # one device only, so far
+    distributed.refuse_unsupported(ctx.doc)
     ctx.provenance["resumed_from"] = None
     parent = ctx.parent
     tokenizer = parent.tokenizer if parent is not None else None  # a fine-tune reads as its parent
@@ -82,9 +91,7 @@ def train_classifier(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     model = model.to(ctx.device)
     prov.note(ctx.provenance, ctx.device, model)
     params = TrainParams.from_doc(ctx.doc)
-    metrics = classification.train_classifier(
-        model, data, params, ctx.device, ctx.tracker, ctx.should_stop, ctx.on_progress
-    )
+    metrics = distributed_tasks.train(ctx, model, data, data.tokenizer.vocab_size, params)
     metrics = _finish(ctx, params, metrics)
     model.config.id2label = dict(enumerate(data.labels))
     model.config.label2id = {name: i for i, name in enumerate(data.labels)}
@@ -96,7 +103,7 @@ def train_matcher(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     """Image-caption pairs -> matching model -> train and score (worker.matching) -> checkpoint."""
     from worker.matching_model import build_matcher
 
-    distributed.refuse_unsupported(ctx.doc)  # one device only, so far
+    distributed.refuse_unsupported(ctx.doc)
     ctx.provenance["resumed_from"] = None
     parent = ctx.parent
     tokenizer = parent.tokenizer if parent is not None else None
@@ -110,9 +117,7 @@ def train_matcher(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     model = model.to(ctx.device)
     prov.note(ctx.provenance, ctx.device, model.text)
     params = TrainParams.from_doc(ctx.doc)
-    metrics = matching.train_matcher(
-        model, data, params, ctx.device, ctx.tracker, ctx.should_stop, ctx.on_progress
-    )
+    metrics = distributed_tasks.train(ctx, model, data, data.tokenizer.vocab_size, params)
     metrics = _finish(ctx, params, metrics)
     save(ctx, model, data.tokenizer, metrics)
     return metrics
