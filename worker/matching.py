@@ -25,7 +25,6 @@ the contrastive loss over the whole split.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +37,12 @@ from registry.document.visual import has_visual_encoder, visual_sizes
 from worker import imagecaptions
 from worker.classification import encode_texts
 from worker.reporting import OnProgress
-from worker.taskloop import run_task_loop
+from worker.taskloop import MicroBatchStepper, run_task_loop
 from worker.tokenizer import Tokenizer, build_tokenizer
 from worker.tracking import Tracker
 from worker.training import (
     ShouldStop,
     TrainParams,
-    autocast,
-    build_optimizer,
-    build_scheduler,
-    optimizer_step,
 )
 
 
@@ -169,18 +164,12 @@ def evaluate(model: Any, data: Split, batch_size: int, amp: Any, seed: int) -> d
     }
 
 
-class _Stepper:
+class _Stepper(MicroBatchStepper):
     """One optimiser step over accumulated micro-batches of distinct train pairs."""
 
     def __init__(self, model: Any, data: Pairs, p: TrainParams, device: str) -> None:
-        self.model, self.p, self.device = model, p, device
+        super().__init__(model, p, device)
         self.train, self.validation = data.train.to(device), data.validation.to(device)
-        self.optimizer = build_optimizer(model, p)
-        self.scheduler = build_scheduler(self.optimizer, p)
-        use_scaler = p.precision == "fp16" and torch.device(device).type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.amp = lambda: autocast(device, p.precision)
-        self.generator = torch.Generator().manual_seed(p.seed)
 
     def rows(self) -> torch.Tensor:
         """A micro-batch's rows: distinct pairs drawn by the seeded generator."""
@@ -193,28 +182,6 @@ class _Stepper:
         with self.amp():
             scores = self.model.scores(batch.images, batch.ids, len(rows))
         return contrastive_loss(scores.float(), batch.groups)
-
-    def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
-        lr = float(self.scheduler.get_last_lr()[0])
-        total = torch.zeros((), device=self.device)
-        steps = self.p.gradient_accumulation_steps
-        for micro in range(steps):
-            with self.accumulating(micro == steps - 1):
-                loss = self.loss(self.rows().to(self.device)) / steps
-                self.scaler.scale(loss).backward()
-            total += loss.detach()
-        params = self.model.parameters()
-        norm, _ = optimizer_step(
-            self.optimizer, self.scheduler, self.scaler, params, self.p.max_grad_norm
-        )
-        return lr, self.mean_loss(total), norm
-
-    # What a rank of a multi-device run changes (worker.distributed_tasks):
-    def accumulating(self, last: bool) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()
-
-    def mean_loss(self, loss: torch.Tensor) -> torch.Tensor:
-        return loss
 
     def score(self) -> dict[str, float]:
         return evaluate(self.model, self.validation, self.p.eval_batch_size, self.amp, self.p.seed)

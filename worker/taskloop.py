@@ -9,20 +9,78 @@ mid-run checkpoints: a retried attempt trains again from step 1 (docs/worker.md)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from worker.reporting import WARMUP_STEPS, Clock, OnProgress, Reporter
 from worker.tracking import Tracker
-from worker.training import ShouldStop, Stopped, TrainParams, peak_memory_mb
+from worker.training import (
+    ShouldStop,
+    Stopped,
+    TrainParams,
+    autocast,
+    build_optimizer,
+    build_scheduler,
+    optimizer_step,
+    peak_memory_mb,
+)
 
 
 class TaskStepper(Protocol):
     def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One optimiser step: (learning rate used, mean loss, pre-clip gradient norm)."""
         ...
+
+
+class MicroBatchStepper:
+    """An optimiser step over ``gradient_accumulation_steps`` micro-batches: the optimiser,
+    schedule, precision and gradient scaler of :mod:`worker.training`. A task says which rows
+    a micro-batch holds (``rows``), their loss (``loss``) and how the split scores (``score``);
+    a rank of a multi-device run (:mod:`worker.distributed_tasks`) overrides the hooks below.
+    """
+
+    def __init__(self, model: Any, p: TrainParams, device: str) -> None:
+        self.model, self.p, self.device = model, p, device
+        self.optimizer = build_optimizer(model, p)
+        self.scheduler = build_scheduler(self.optimizer, p)
+        use_scaler = p.precision == "fp16" and torch.device(device).type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.amp = lambda: autocast(device, p.precision)
+        self.generator = torch.Generator().manual_seed(p.seed)
+
+    def rows(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        lr = float(self.scheduler.get_last_lr()[0])
+        total = torch.zeros((), device=self.device)
+        steps = self.p.gradient_accumulation_steps
+        for micro in range(steps):
+            with self.accumulating(micro == steps - 1):
+                loss = self.loss(self.rows().to(self.device)) / steps
+                self.scaler.scale(loss).backward()
+            total += loss.detach()
+        params = self.model.parameters()
+        norm, _ = optimizer_step(
+            self.optimizer, self.scheduler, self.scaler, params, self.p.max_grad_norm
+        )
+        return lr, self.mean_loss(total), norm
+
+    # What a rank of a multi-device run changes:
+    def accumulating(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def mean_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
 
 
 def run_task_loop(
