@@ -14,7 +14,7 @@ logs ``train_loss``, ``learning_rate`` and ``grad_norm`` per step. Every ``eval_
 and at the end the whole validation split is scored: ``val_loss``, ``val_accuracy``,
 ``val_macro_f1`` (the unweighted mean over labels of F1, a label never predicted nor present
 counting 0) and ``baseline_accuracy`` (always answering the train split's most frequent label,
-on the same validation split). The loop is :mod:`worker.taskloop`'s (no mid-run checkpoints).
+on the same validation split). The loop (and its checkpoints) is :mod:`worker.taskloop`'s.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from worker import textlabels
+from worker.checkpoint import Checkpointer
 from worker.reporting import OnProgress
 from worker.taskloop import MicroBatchStepper, run_task_loop
 from worker.tokenizer import PAD_ID, Tokenizer, build_tokenizer
@@ -165,12 +166,12 @@ def train_classifier(
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
     make_stepper: Callable[[Any, Labelled, TrainParams, str], _Stepper] = _Stepper,
+    checkpointer: Checkpointer | None = None,
 ) -> dict[str, float]:
     """Train for p.num_training_steps and return the final metrics (raises Stopped if asked);
-    `make_stepper` a rank's (worker.distributed_tasks)."""
+    `make_stepper` a rank's (worker.distributed_tasks), `checkpointer` saves and resumes."""
     model.train()
     stepper = make_stepper(model, data, p, device)
     baseline = {"baseline_accuracy": data.baseline_accuracy}
-    return run_task_loop(
-        stepper, stepper.score, baseline, p, device, tracker, should_stop, on_progress
-    )
+    loop = (tracker, should_stop, on_progress, checkpointer)
+    return run_task_loop(stepper, stepper.score, baseline, p, device, *loop)

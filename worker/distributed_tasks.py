@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from worker import classification, distributed, matching, ranks
+from worker import checkpoint, classification, distributed, matching, ranks
 from worker.reporting import OnProgress
 from worker.tracking import Tracker
 from worker.training import ShouldStop, TrainParams
@@ -56,9 +56,17 @@ class _Context(Protocol):
     def on_progress(self) -> OnProgress: ...
 
 
-def train(ctx: _Context, model: Any, data: Any, vocab_size: int, params: TrainParams) -> Any:
+def train(
+    ctx: _Context,
+    model: Any,
+    data: Any,
+    vocab_size: int,
+    params: TrainParams,
+    checkpointer: checkpoint.Checkpointer | None = None,
+) -> Any:
     """The task's loop on ``resources.gpus`` ranks (the provenance then names ``world_size``
-    and ``backend``), or in this process alone for one device; the final metrics."""
+    and ``backend``), or in this process alone for one device; the final metrics. A resumed
+    attempt's state (``checkpointer.resume``) reaches every rank; rank 0 alone saves."""
     task: ranks.RankTask
     if isinstance(data, classification.Labelled):
         task = ClassifierTask(data, vocab_size)
@@ -66,7 +74,8 @@ def train(ctx: _Context, model: Any, data: Any, vocab_size: int, params: TrainPa
         task = MatcherTask(data, vocab_size)
     world = distributed.world_size(ctx.doc)
     if world == 1:
-        return task.run(params, ctx.device, model, ctx.tracker, ctx.should_stop, ctx.on_progress)
+        loop = (ctx.tracker, ctx.should_stop, ctx.on_progress, checkpointer)
+        return task.run(params, ctx.device, model, *loop)
     distributed.refuse_unsupported(ctx.doc)
     ctx.provenance.update(world_size=world, backend=ranks.backend_for(ctx.device))
     spec = ranks.Spec(
@@ -76,12 +85,13 @@ def train(ctx: _Context, model: Any, data: Any, vocab_size: int, params: TrainPa
         params=dataclasses.replace(params, world_size=world),
         devices=distributed.rank_devices(ctx.device, world),
         port=0,
-        resume=None,
+        resume=checkpointer.resume if checkpointer is not None else None,
         threads=0,
         collective_timeout_s=ranks.COLLECTIVE_TIMEOUT_S,
         task=task,
     )
-    return distributed.launch(spec, model, ctx.tracker, ctx.should_stop, ctx.on_progress, None)
+    loop = (ctx.tracker, ctx.should_stop, ctx.on_progress, checkpointer)
+    return distributed.launch(spec, model, *loop)
 
 
 @dataclass(frozen=True)
@@ -97,11 +107,11 @@ class ClassifierTask:
         return build_classifier(spec.doc, self.vocab_size, len(self.data.labels))
 
     def run(self, p: TrainParams, device: str, model: Any, *loop: Any) -> dict[str, float]:
-        """The loop; ``loop`` is (tracker, should_stop, on_progress)."""
+        """The loop; ``loop`` is (tracker, should_stop, on_progress, checkpointer)."""
         make = _ClassifierRank if p.world_size > 1 else classification._Stepper
-        tracker, should_stop, on_progress = loop
+        tracker, should_stop, on_progress, saver = loop
         return classification.train_classifier(
-            model, self.data, p, device, tracker, should_stop, on_progress, make_stepper=make
+            model, self.data, p, device, tracker, should_stop, on_progress, make, saver
         )
 
     def train(self, spec: ranks.Spec, rank: int, model: Any, *loop: Any) -> dict[str, float]:
@@ -121,11 +131,11 @@ class MatcherTask:
         return build_matcher(spec.doc, self.vocab_size)
 
     def run(self, p: TrainParams, device: str, model: Any, *loop: Any) -> dict[str, float]:
-        """The loop; ``loop`` is (tracker, should_stop, on_progress)."""
+        """The loop; ``loop`` is (tracker, should_stop, on_progress, checkpointer)."""
         make = _MatcherRank if p.world_size > 1 else matching._Stepper
-        tracker, should_stop, on_progress = loop
+        tracker, should_stop, on_progress, saver = loop
         return matching.train_matcher(
-            model, self.data, p, device, tracker, should_stop, on_progress, make_stepper=make
+            model, self.data, p, device, tracker, should_stop, on_progress, make, saver
         )
 
     def train(self, spec: ranks.Spec, rank: int, model: Any, *loop: Any) -> dict[str, float]:

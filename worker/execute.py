@@ -162,11 +162,11 @@ def _runner(ctx: _Context) -> Callable[[_Context], dict[str, float]]:
     if task == "classification":
         if kind == "evaluate":
             return task_runs.evaluate_classifier
-        return lambda c: task_runs.train_classifier(c, _save_checkpoint)
+        return lambda c: task_runs.train_classifier(c, _save_checkpoint, _checkpointer(c))
     if task == "multimodal_matching":
         if kind == "evaluate":
             return task_runs.evaluate_matcher
-        return lambda c: task_runs.train_matcher(c, _save_checkpoint)
+        return lambda c: task_runs.train_matcher(c, _save_checkpoint, _checkpointer(c))
     return RUNNERS[kind]
 
 

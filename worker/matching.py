@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from registry.document.visual import has_visual_encoder, visual_sizes
 from worker import imagecaptions
+from worker.checkpoint import Checkpointer
 from worker.classification import encode_texts
 from worker.reporting import OnProgress
 from worker.taskloop import MicroBatchStepper, run_task_loop
@@ -196,15 +197,15 @@ def train_matcher(
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
     make_stepper: Callable[[Any, Pairs, TrainParams, str], _Stepper] = _Stepper,
+    checkpointer: Checkpointer | None = None,
 ) -> dict[str, float]:
     """Train for p.num_training_steps and return the final metrics (raises Stopped if asked);
-    `make_stepper` a rank's (worker.distributed_tasks)."""
+    `make_stepper` a rank's (worker.distributed_tasks), `checkpointer` saves and resumes."""
     model.train()
     stepper = make_stepper(model, data, p, device)
     baseline = {
         "baseline_retrieval_at_1": chance_at_1(stepper.validation.groups),
         "baseline_accuracy": 0.5,
     }
-    return run_task_loop(
-        stepper, stepper.score, baseline, p, device, tracker, should_stop, on_progress
-    )
+    loop = (tracker, should_stop, on_progress, checkpointer)
+    return run_task_loop(stepper, stepper.score, baseline, p, device, *loop)

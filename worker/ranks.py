@@ -53,8 +53,8 @@ def backend_for(device: str) -> str:
 
 
 class RankTask(Protocol):
-    """A task other than causal LM as every rank builds and trains it (no checkpointer: these
-    tasks keep no mid-run checkpoints). Pickled to the children within the Spec."""
+    """A task other than causal LM as every rank builds and trains it (with the rank's
+    checkpointer: rank 0's saves, a child's only resumes). Pickled within the Spec."""
 
     def build(self, spec: Spec) -> Any:
         """The model as the seed alone makes it (DDP then copies rank 0's weights)."""
@@ -68,8 +68,9 @@ class RankTask(Protocol):
         tracker: Tracker,
         should_stop: ShouldStop,
         on_progress: OnProgress | None,
+        checkpointer: checkpoint.Checkpointer | None,
     ) -> Any:
-        """The task's loop with the rank's stepper; its final metrics."""
+        """The task's loop with the rank's stepper (and checkpointer); its final metrics."""
         ...
 
 
@@ -172,7 +173,7 @@ def train_rank(
     model = model.to(spec.devices[rank])
     stop = agreed_stop(should_stop, stop_group)
     if spec.task is not None:
-        return spec.task.train(spec, rank, model, tracker, stop, on_progress)
+        return spec.task.train(spec, rank, model, tracker, stop, on_progress, checkpointer)
     if spec.splits is None:
         raise ValueError("a causal LM's ranks need its splits")
     return train(

@@ -5,7 +5,8 @@ weights (a fine-tune then copies from_run's weights in, :mod:`worker.task_weight
 with :mod:`worker.taskloop` (on ``resources.gpus`` ranks: :mod:`worker.distributed_tasks`)
 and stores a checkpoint. An evaluate run scores from_run's weights
 on this version's validation split (a matching model with this version's fusion weights).
-Neither task resumes a crashed attempt mid-run: a retried attempt trains again from step 1.
+Both save training states as the causal LM does (``saver``, execute's checkpointer): a
+retried attempt resumes after the latest checkpoint of an earlier one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from worker import (
     textlabels,
 )
 from worker import provenance as prov
+from worker.checkpoint import Checkpointer
 from worker.finetune import Parent
 from worker.memory import Memory
 from worker.model import build_classifier, prepare_loaded
@@ -73,10 +75,11 @@ def dataset_sha256(doc: Mapping[str, Any], data_root: Path) -> str:
     return imagecaptions.dataset_hash(dataset, size, data_root, has_visual_encoder(plain))
 
 
-def train_classifier(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
+def train_classifier(
+    ctx: _Context, save: SaveCheckpoint, saver: Checkpointer | None = None
+) -> dict[str, float]:
     """Labelled text -> classifier -> train and score (worker.classification) -> checkpoint."""
     distributed.refuse_unsupported(ctx.doc)
-    ctx.provenance["resumed_from"] = None
     parent = ctx.parent
     tokenizer = parent.tokenizer if parent is not None else None  # a fine-tune reads as its parent
     data = classification.load(ctx.doc, ctx.data_root, _vocab(ctx), tokenizer)
@@ -91,7 +94,7 @@ def train_classifier(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     model = model.to(ctx.device)
     prov.note(ctx.provenance, ctx.device, model)
     params = TrainParams.from_doc(ctx.doc)
-    metrics = distributed_tasks.train(ctx, model, data, data.tokenizer.vocab_size, params)
+    metrics = distributed_tasks.train(ctx, model, data, data.tokenizer.vocab_size, params, saver)
     metrics = _finish(ctx, params, metrics)
     model.config.id2label = dict(enumerate(data.labels))
     model.config.label2id = {name: i for i, name in enumerate(data.labels)}
@@ -99,12 +102,13 @@ def train_classifier(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     return metrics
 
 
-def train_matcher(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
+def train_matcher(
+    ctx: _Context, save: SaveCheckpoint, saver: Checkpointer | None = None
+) -> dict[str, float]:
     """Image-caption pairs -> matching model -> train and score (worker.matching) -> checkpoint."""
     from worker.matching_model import build_matcher
 
     distributed.refuse_unsupported(ctx.doc)
-    ctx.provenance["resumed_from"] = None
     parent = ctx.parent
     tokenizer = parent.tokenizer if parent is not None else None
     data = matching.load(ctx.doc, ctx.data_root, _vocab(ctx), tokenizer)
@@ -117,7 +121,7 @@ def train_matcher(ctx: _Context, save: SaveCheckpoint) -> dict[str, float]:
     model = model.to(ctx.device)
     prov.note(ctx.provenance, ctx.device, model.text)
     params = TrainParams.from_doc(ctx.doc)
-    metrics = distributed_tasks.train(ctx, model, data, data.tokenizer.vocab_size, params)
+    metrics = distributed_tasks.train(ctx, model, data, data.tokenizer.vocab_size, params, saver)
     metrics = _finish(ctx, params, metrics)
     save(ctx, model, data.tokenizer, metrics)
     return metrics

@@ -3,8 +3,12 @@ image-caption matching): a stepper's optimiser steps, reports and periodic scori
 
 The stepper owns the model, data, optimiser and schedule (:class:`TaskStepper`); ``score``
 measures the whole validation split. Every ``eval_every_steps`` and at the end the scores are
-logged together with the task's ``baseline`` metrics (measured once, before training). No
-mid-run checkpoints: a retried attempt trains again from step 1 (docs/worker.md).
+logged together with the task's ``baseline`` metrics (measured once, before training).
+
+Checkpoints are the causal LM's (:mod:`worker.checkpoint`, through the same
+``resume_from`` / ``save_state`` of :mod:`worker.training`): every
+``training.checkpoint_every_steps`` and at a warm stop the model, optimiser, schedule, scaler
+and batch generator are saved, and a later attempt resumes after that step.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from worker import checkpoint
 from worker.reporting import WARMUP_STEPS, Clock, OnProgress, Reporter
 from worker.tracking import Tracker
 from worker.training import (
@@ -26,6 +31,8 @@ from worker.training import (
     build_scheduler,
     optimizer_step,
     peak_memory_mb,
+    resume_from,
+    save_state,
 )
 
 
@@ -84,7 +91,7 @@ class MicroBatchStepper:
 
 
 def run_task_loop(
-    stepper: TaskStepper,
+    stepper: MicroBatchStepper,
     score: Callable[[], dict[str, float]],
     baseline: Mapping[str, float],
     p: TrainParams,
@@ -92,27 +99,29 @@ def run_task_loop(
     tracker: Tracker,
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
+    checkpointer: checkpoint.Checkpointer | None = None,
 ) -> dict[str, float]:
-    """Train for p.num_training_steps and return the final metrics (raises Stopped if asked)."""
+    """Train for p.num_training_steps and return the final metrics (raises Stopped if asked);
+    a `checkpointer` saves the state as it says and resumes from its `resume` state."""
     reporter, clock = Reporter(p, tracker, on_progress), Clock()
+    first = resume_from(checkpointer, stepper, reporter, clock)
     try:
-        for step in range(1, p.num_training_steps + 1):
+        for step in range(first, p.num_training_steps + 1):
             if should_stop():
                 reporter.report(clock)
+                save_state(checkpointer, stepper, reporter, clock, step - 1)  # a warm stop
                 raise Stopped(f"stopped at step {step} of {p.num_training_steps}")
             reporter.add(step, *stepper.step())
             at_eval = step % p.eval_every_steps == 0 or step == p.num_training_steps
-            warmed = step == WARMUP_STEPS and step < p.num_training_steps
+            warmed = step == first + WARMUP_STEPS - 1 and step < p.num_training_steps
             if at_eval or warmed or reporter.due():
                 reporter.report(clock)
             if warmed:
                 clock.mark(step)
             if at_eval:
-                clock.pause()
-                scored = score() | dict(baseline)
-                tracker.log_metrics(step, scored)
-                reporter.last.update(scored)
-                clock.resume()
+                _score(step, score, baseline, tracker, reporter, clock)
+            if checkpointer is not None and checkpointer.due(step, p.num_training_steps):
+                save_state(checkpointer, stepper, reporter, clock, step)
     finally:
         reporter.close()
     clock.pause()
@@ -120,3 +129,18 @@ def run_task_loop(
     metrics["tokens_per_second"] = clock.tokens_per_second(p.num_training_steps, p.tokens_per_step)
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     return metrics
+
+
+def _score(
+    step: int,
+    score: Callable[[], dict[str, float]],
+    baseline: Mapping[str, float],
+    tracker: Tracker,
+    reporter: Reporter,
+    clock: Clock,
+) -> None:
+    clock.pause()
+    scored = score() | dict(baseline)
+    tracker.log_metrics(step, scored)
+    reporter.last.update(scored)
+    clock.resume()

@@ -279,12 +279,12 @@ def train(
     `checkpointer` saves and resumes the state; `make_stepper` a rank's (worker.ranks)."""
     stepper = _prepare(model, splits, p, device, make_stepper or _Stepper)
     reporter, clock = Reporter(p, tracker, on_progress, stepper.reported_routing), Clock()
-    first = _resume(checkpointer, stepper, reporter, clock)
+    first = resume_from(checkpointer, stepper, reporter, clock)
     try:
         for step in range(first, p.num_training_steps + 1):
             if should_stop():
                 reporter.report(clock)  # keep the history up to the stop
-                _checkpoint(checkpointer, stepper, reporter, clock, step - 1)  # a warm stop
+                save_state(checkpointer, stepper, reporter, clock, step - 1)  # a warm stop
                 raise Stopped(f"stopped at step {step} of {p.num_training_steps}")
             reporter.add(step, *stepper.step())
             at_eval = step % p.eval_every_steps == 0 or step == p.num_training_steps
@@ -296,7 +296,7 @@ def train(
             if at_eval:
                 _evaluate(step, stepper, tracker, reporter, clock)
             if checkpointer is not None and checkpointer.due(step, p.num_training_steps):
-                _checkpoint(checkpointer, stepper, reporter, clock, step)
+                save_state(checkpointer, stepper, reporter, clock, step)
     finally:
         reporter.close()
         stepper.routing.close()
@@ -330,13 +330,14 @@ def _evaluate(
     clock.resume()
 
 
-def _resume(
+def resume_from(
     checkpointer: checkpoint.Checkpointer | None,
-    stepper: _Stepper,
+    stepper: Any,
     reporter: Reporter,
     clock: Clock,
 ) -> int:
-    """The first step to train: 1, or the step after the checkpoint being resumed."""
+    """The first step to train: 1, or the step after the checkpoint being resumed (restored
+    into a `_Stepper`-like `stepper`: model, optimizer, scheduler, scaler, generator, p)."""
     state = checkpointer.resume if checkpointer is not None else None
     if state is None:
         return 1
@@ -347,9 +348,9 @@ def _resume(
     return int(state["step"]) + 1
 
 
-def _checkpoint(
+def save_state(
     checkpointer: checkpoint.Checkpointer | None,
-    stepper: _Stepper,
+    stepper: Any,
     reporter: Reporter,
     clock: Clock,
     step: int,
