@@ -273,7 +273,15 @@ def estimate(doc: dict[str, Any]) -> dict[str, Any]:
         "precision": training["precision"],
         "gradient_checkpointing": training["gradient_checkpointing"],
         **_batch(doc),
+        **_visual(doc),
     }
+
+
+def _visual(doc: dict[str, Any]) -> dict[str, int]:
+    """A matching document's visual encoder (ViT and projection) within ``parameters``."""
+    if not visual.matches(doc):
+        return {}
+    return {"visual_encoder_parameters": visual.visual_parameters(doc)}
 
 
 def _batch(doc: dict[str, Any]) -> dict[str, int]:

@@ -38,6 +38,8 @@ def test_a_visual_weight_of_0_builds_no_visual_encoder() -> None:
     counted = sum(p.numel() for p in model.parameters())
     assert counted == estimate(doc)["parameters"]
     assert estimate(seeing)["parameters"] - counted == vit_parameters(seeing) + 32 * 32
+    assert estimate(seeing)["visual_encoder_parameters"] == vit_parameters(seeing) + 32 * 32
+    assert estimate(doc)["visual_encoder_parameters"] == 0
     ids = torch.randint(3, 259, (5, 12))
     scores = model.scores(None, ids, 3)
     assert scores.shape == (3, 5) and torch.equal(scores[0], scores[2])  # images are alike

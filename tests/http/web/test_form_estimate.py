@@ -22,3 +22,12 @@ def test_the_form_shows_data_parallel_and_fully_sharded_memory(post_form: Any) -
     assert shown["peak_memory_gb_fully_sharded"] == f"{e['peak_memory_gb_fully_sharded']:g} GiB"
     assert e["peak_memory_gb_fully_sharded"] < e["peak_memory_gb"]
     assert shown["active_parameters"] == f"{e['active_parameters']:,}"
+
+
+def test_the_form_shows_a_matching_models_visual_encoder(post_form: Any) -> None:
+    doc = presets.get_preset("image-text-matching").document
+    data = form_data(doc) | {"name": "matching", "action": "check"}
+    page = post_form("/configs/-/new", "/configs/-/new", data).get_data(as_text=True)
+    shown = dict(re.findall(r'<dd data-key="([a-z_]+)">([^<]*)<', page))
+    assert shown["visual_encoder_parameters"] == f"{estimate(doc)['visual_encoder_parameters']:,}"
+    assert estimate(doc)["visual_encoder_parameters"] > 0
