@@ -272,19 +272,20 @@ def estimate(doc: dict[str, Any]) -> dict[str, Any]:
         "gpus_to_fit_fully_sharded": gpus_to_fit(doc, params),
         "precision": training["precision"],
         "gradient_checkpointing": training["gradient_checkpointing"],
-        **_batch(doc),
-        **_visual(doc),
+        **_batch_and_visual(doc),
     }
 
 
-def _visual(doc: dict[str, Any]) -> dict[str, int]:
-    """A matching document's visual encoder (ViT and projection) within ``parameters``."""
-    if not visual.matches(doc):
-        return {}
-    return {"visual_encoder_parameters": visual.visual_parameters(doc)}
+def _batch_and_visual(doc: dict[str, Any]) -> dict[str, int]:
+    """The batch figures; for a matching document also its visual encoder (ViT and
+    projection) within ``parameters``."""
+    figures = _batch_sizes(doc)
+    if visual.matches(doc):
+        figures["visual_encoder_parameters"] = visual.visual_parameters(doc)
+    return figures
 
 
-def _batch(doc: dict[str, Any]) -> dict[str, int]:
+def _batch_sizes(doc: dict[str, Any]) -> dict[str, int]:
     training = doc["training"]
     effective_batch = (
         training["per_device_train_batch_size"]
