@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 FULL = {
     "bench_training.py": [],
+    "bench_tasks.py": [],
     "bench_compile.py": ["--steps", "30", "--rounds", "2"],
     "bench_claims.py": ["--clients", "8", "--seconds", "5"],
     "bench_load_queue.py": ["--workers", "8", "--runs", "2000", "--serve-workers", "4"],
@@ -31,6 +32,7 @@ FULL = {
 QUICK_STORE = ["--runs", "300", "--client-runs", "30", "--repeat", "1"]
 QUICK = {
     "bench_training.py": ["--steps", "5", "--rounds", "1", "--budget", "10"],
+    "bench_tasks.py": ["--steps", "4", "--rounds", "1", "--budget", "5"],
     "bench_compile.py": ["--steps", "5", "--rounds", "1", "--arch", "llama", "--dim", "32"],
     "bench_claims.py": [
         "--clients",
