@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from registry.document import spec
 from registry.document.remedies import next_remedy, smaller_dims
-from tests.support.worker import tiny_doc
+from tests.support.worker import matching_doc, tiny_doc
 
 
 def test_the_chain_goes_in_the_guides_order_and_ends() -> None:
@@ -63,6 +63,22 @@ def test_model_dim_goes_to_the_guides_768_then_the_next_size_that_fits() -> None
     assert smaller_dims(800, 24)[0] == 768  # 768 = 16 x 48
     assert smaller_dims(1000, 20)[0] == 960  # 768 is no multiple of 40
     assert smaller_dims(16, 8) == []  # 16 is the smallest: one pair per head
+
+
+def test_a_size_that_would_not_validate_is_skipped_for_the_next_one() -> None:
+    # The ViT's 5 heads must divide its width, which follows model_dim: 632 .. 608 do not
+    # validate (each 4-head size below 640 is tried in turn), 600 does.
+    doc = matching_doc(
+        0.7,
+        model={"model_dim": 640, "num_attention_heads": 4},
+        multimodal={"visual_num_attention_heads": 5},
+        training={"gradient_checkpointing": True, "per_device_train_batch_size": 1},
+    )
+    assert smaller_dims(640, 4)[:5] == [632, 624, 616, 608, 600]
+    assert not spec.validate({**doc, "model": {**doc["model"], "model_dim": 632}}).valid
+    remedy = next_remedy(doc)
+    assert remedy is not None and remedy.name == "smaller_model_dim"
+    assert remedy.document["model"]["model_dim"] == 600
 
 
 def test_nothing_left_is_none() -> None:
