@@ -60,9 +60,13 @@ def prepared(task: str, doc: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(data, model builder, stepper class) of the task."""
     if task == "classification":
         data: Any = classification.load(doc, ".", 259)
-        return data, lambda: build_classifier(doc, 259, len(data.labels)), classification._Stepper
+        return (
+            data,
+            lambda: build_classifier(doc, 259, len(data.labels)),
+            classification.ClassifierStepper,
+        )
     pairs = matching.load(doc, ".", 259)
-    return pairs, lambda: build_matcher(doc, 259), matching._Stepper
+    return pairs, lambda: build_matcher(doc, 259), matching.MatcherStepper
 
 
 def bare_loop(doc: dict[str, Any], data: Any, build: Any, stepper_class: Any) -> float:

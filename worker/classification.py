@@ -133,7 +133,7 @@ def evaluate(model: Any, data: Encoded, batch_size: int, amp: Any) -> dict[str, 
     }
 
 
-class _Stepper(MicroBatchStepper):
+class ClassifierStepper(MicroBatchStepper):
     """One optimiser step over accumulated micro-batches of train examples."""
 
     def __init__(self, model: Any, data: Labelled, p: TrainParams, device: str) -> None:
@@ -165,7 +165,9 @@ def train_classifier(
     tracker: Tracker,
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
-    make_stepper: Callable[[Any, Labelled, TrainParams, str], _Stepper] = _Stepper,
+    make_stepper: Callable[
+        [Any, Labelled, TrainParams, str], ClassifierStepper
+    ] = ClassifierStepper,
     checkpointer: Checkpointer | None = None,
 ) -> dict[str, float]:
     """Train for p.num_training_steps and return the final metrics (raises Stopped if asked);

@@ -108,7 +108,7 @@ class ClassifierTask:
 
     def run(self, p: TrainParams, device: str, model: Any, *loop: Any) -> dict[str, float]:
         """The loop; ``loop`` is (tracker, should_stop, on_progress, checkpointer)."""
-        make = _ClassifierRank if p.world_size > 1 else classification._Stepper
+        make = _ClassifierRank if p.world_size > 1 else classification.ClassifierStepper
         tracker, should_stop, on_progress, saver = loop
         return classification.train_classifier(
             model, self.data, p, device, tracker, should_stop, on_progress, make, saver
@@ -132,7 +132,7 @@ class MatcherTask:
 
     def run(self, p: TrainParams, device: str, model: Any, *loop: Any) -> dict[str, float]:
         """The loop; ``loop`` is (tracker, should_stop, on_progress, checkpointer)."""
-        make = _MatcherRank if p.world_size > 1 else matching._Stepper
+        make = _MatcherRank if p.world_size > 1 else matching.MatcherStepper
         tracker, should_stop, on_progress, saver = loop
         return matching.train_matcher(
             model, self.data, p, device, tracker, should_stop, on_progress, make, saver
@@ -163,7 +163,7 @@ class _Ranked:
         return loss / self.world
 
 
-class _ClassifierRank(_Ranked, classification._Stepper):
+class _ClassifierRank(_Ranked, classification.ClassifierStepper):
     """A classification rank: its slice of the global micro-batch; only rank 0 scores."""
 
     def __init__(self, model: Any, data: classification.Labelled, p: TrainParams, device: str):
@@ -215,7 +215,7 @@ class _GlobalLoss(nn.Module):
         return matching.contrastive_loss(scores.float(), groups)
 
 
-class _MatcherRank(_Ranked, matching._Stepper):
+class _MatcherRank(_Ranked, matching.MatcherStepper):
     """A matching rank: the global pairs drawn, its slice encoded, the global loss."""
 
     def __init__(self, model: Any, data: matching.Pairs, p: TrainParams, device: str) -> None:

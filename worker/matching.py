@@ -165,7 +165,7 @@ def evaluate(model: Any, data: Split, batch_size: int, amp: Any, seed: int) -> d
     }
 
 
-class _Stepper(MicroBatchStepper):
+class MatcherStepper(MicroBatchStepper):
     """One optimiser step over accumulated micro-batches of distinct train pairs."""
 
     def __init__(self, model: Any, data: Pairs, p: TrainParams, device: str) -> None:
@@ -196,7 +196,7 @@ def train_matcher(
     tracker: Tracker,
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
-    make_stepper: Callable[[Any, Pairs, TrainParams, str], _Stepper] = _Stepper,
+    make_stepper: Callable[[Any, Pairs, TrainParams, str], MatcherStepper] = MatcherStepper,
     checkpointer: Checkpointer | None = None,
 ) -> dict[str, float]:
     """Train for p.num_training_steps and return the final metrics (raises Stopped if asked);
