@@ -35,7 +35,10 @@ pytestmark = pytest.mark.slow
 #: call to fail first, so it costs at most one beat: the next one, well inside the lease, is
 #: accepted and no worker stops its run (self-fencing).
 LEASE_S = 90
-STEPS = 40
+#: Long enough that a run is still training when the service goes down: 40 steps took 1-3 s
+#: on a quiet machine, so a batch finished before the test could restart mid-run (and the
+#: next batch before the test saw both of its runs running).
+STEPS = 300
 
 
 def _down(server: Server, sig: signal.Signals) -> None:

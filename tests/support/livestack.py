@@ -112,6 +112,8 @@ def wait_started(server: Server, token: str, run_ids: list[int]) -> None:
     def started(run_id: int) -> bool:
         run = server.get(f"/runs/{run_id}", token).json()
         assert run["status"] in ON_THE_WAY, run
+        # finished already: it can never be seen running, so say so rather than wait it out
+        assert run["status"] != "succeeded", f"run {run_id} ended before it was seen running"
         return run["status"] == "running" and bool(run.get("progress"))
 
     wait_for(lambda: all(map(started, run_ids)), RUN_TIMEOUT, f"runs {run_ids} to start")
