@@ -26,9 +26,7 @@ from worker.training import (
     ShouldStop,
     Stopped,
     TrainParams,
-    autocast,
-    build_optimizer,
-    build_scheduler,
+    optimisation,
     optimizer_step,
     peak_memory_mb,
     resume_from,
@@ -51,12 +49,9 @@ class MicroBatchStepper:
 
     def __init__(self, model: Any, p: TrainParams, device: str) -> None:
         self.model, self.p, self.device = model, p, device
-        self.optimizer = build_optimizer(model, p)
-        self.scheduler = build_scheduler(self.optimizer, p)
-        use_scaler = p.precision == "fp16" and torch.device(device).type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.amp = lambda: autocast(device, p.precision)
-        self.generator = torch.Generator().manual_seed(p.seed)
+        self.optimizer, self.scheduler, self.scaler, self.amp, self.generator = optimisation(
+            model, p, device
+        )
 
     def rows(self) -> torch.Tensor:
         raise NotImplementedError

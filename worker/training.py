@@ -194,18 +194,38 @@ class TrainResult:
     steps: int
 
 
+def optimisation(
+    model: Any, p: TrainParams, device: str
+) -> tuple[
+    torch.optim.Optimizer,
+    Any,
+    torch.amp.GradScaler,
+    Callable[[], contextlib.AbstractContextManager[Any]],
+    torch.Generator,
+]:
+    """What every training loop here steps with: the AdamW optimiser, its schedule, the
+    gradient scaler (fp16 on CUDA only), the autocast context and the seeded generator that
+    draws the batches (a checkpoint keeps its state)."""
+    optimizer = build_optimizer(model, p)
+    use_scaler = p.precision == "fp16" and torch.device(device).type == "cuda"
+    return (
+        optimizer,
+        build_scheduler(optimizer, p),
+        torch.amp.GradScaler("cuda", enabled=use_scaler),
+        lambda: autocast(device, p.precision),
+        torch.Generator().manual_seed(p.seed),
+    )
+
+
 class _Stepper:
     """One optimiser step: accumulate micro-batches, clip, step, schedule."""
 
     def __init__(self, model: Any, splits: Splits, p: TrainParams, device: str) -> None:
         self.model, self.splits, self.p, self.device = model, splits.on(device), p, device
         self.forward = torch.compile(model) if p.compile else model
-        self.optimizer = build_optimizer(model, p)
-        self.scheduler = build_scheduler(self.optimizer, p)
-        use_scaler = p.precision == "fp16" and torch.device(device).type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.amp = lambda: autocast(device, p.precision)
-        self.generator = torch.Generator().manual_seed(p.seed)
+        self.optimizer, self.scheduler, self.scaler, self.amp, self.generator = optimisation(
+            model, p, device
+        )
         self.routing = RoutingMonitor(model, p.aux_loss_alpha)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
